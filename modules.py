@@ -1,0 +1,482 @@
+"""Networks of the brain-MRI StyleGAN, and the one checkpoint format.
+
+Everything that defines the architecture lives here; train.py, predict.py,
+embedding.py and evaluate.py import it and never re-declare sizes.
+
+    python modules.py                  # parameter counts of every preset
+    python -c "import modules; g = modules.load_generator('runs/AD/checkpoint.pt'); print(g(torch.randn(4, g.z_dim)).shape)"
+
+Vocabulary (StyleGAN, Karras et al. 2019; ProGAN, Karras et al. 2018):
+- equalized learning rate: weights are stored N(0, 1) and scaled at run time by
+  gain / sqrt(fan_in), so Adam sees every layer at the same scale;
+- the mapping network turns z into w; per layer, AdaIN turns w into a per-channel
+  scale and bias of instance-normalised features;
+- the generator and the critic grow 4x4 -> R; while a new resolution fades in,
+  its output is blended with the (up- or down-sampled) one of the previous
+  resolution by ``alpha``.
+
+Resolution steps: step 0 is 4x4, step s is 4 * 2**s.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAIN = math.sqrt(2.0)  # He gain for layers followed by a (leaky) ReLU
+LRELU_SLOPE = 0.2
+CHECKPOINT_FORMAT = "brain-stylegan"
+CHECKPOINT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class ModelConfig:
+    """Every architecture choice; saved in each checkpoint and rebuilt from it."""
+    resolution: int = 256             # final image size, a power of two >= 4
+    z_dim: int = 512                  # latent z size
+    w_dim: int = 512                  # intermediate latent w size
+    mapping_layers: int = 8           # depth of the mapping network
+    mapping_lr_mul: float = 0.01      # learning-rate multiplier of the mapping network
+    w_avg_beta: float = 0.995         # decay of the running average of w (truncation trick)
+    image_channels: int = 1           # 1 = grayscale MRI
+    channels: dict[int, int] = field(default_factory=dict)  # feature width per resolution
+    mbstd_group: int = 4              # minibatch-stddev group size of the critic
+
+    def __post_init__(self):
+        # JSON turns int keys into strings; accept both.
+        self.channels = {int(k): int(v) for k, v in self.channels.items()}
+        if self.resolution < 4 or self.resolution & (self.resolution - 1):
+            raise ValueError(f"resolution must be a power of two >= 4, got {self.resolution}")
+        missing = [r for r in self.resolutions if r not in self.channels]
+        if missing:
+            raise ValueError(f"channels has no width for resolution(s) {missing}")
+
+    @property
+    def max_step(self) -> int:
+        return int(math.log2(self.resolution)) - 2
+
+    @property
+    def resolutions(self) -> list[int]:
+        return [4 * 2 ** s for s in range(self.max_step + 1)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _widths(resolution: int, top: int) -> dict[int, int]:
+    """`top` channels up to 16x16, then halving at each resolution, never below 8."""
+    out, r = {}, 4
+    while r <= resolution:
+        out[r] = top if r <= 16 else max(8, out[r // 2] // 2)
+        r *= 2
+    return out
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The original design: 512 wide up to 16x16, then 256, 128, 64, 32.
+    "full": ModelConfig(resolution=256, z_dim=512, w_dim=512, channels=_widths(256, 512)),
+    # 64x64, narrow: a demo that trains on 2 CPU cores in minutes.
+    "quick": ModelConfig(resolution=64, z_dim=128, w_dim=128, mapping_layers=4,
+                         channels={4: 128, 8: 128, 16: 64, 32: 32, 64: 16}),
+    # 16x16 with a handful of channels, for tests and smoke checks.
+    "tiny": ModelConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2,
+                        channels={4: 16, 8: 16, 16: 8}, mbstd_group=2),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A copy of a preset, with `overrides` applied (e.g. resolution=128)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    d = PRESETS[name].to_dict()
+    if "resolution" in overrides and "channels" not in overrides:
+        r = overrides["resolution"]
+        chans = dict(d["channels"])
+        while max(chans) < r:  # extend by halving, so a larger size is still well-defined
+            chans[max(chans) * 2] = max(8, chans[max(chans)] // 2)
+        d["channels"] = {k: v for k, v in chans.items() if k <= r}
+    d.update(overrides)
+    return ModelConfig.from_dict(d)
+
+
+# ----------------------------------------------------------------------------- layers
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalized learning rate.
+
+    The stored weight is N(0, 1/lr_mul); forward uses weight * gain * lr_mul / sqrt(fan_in),
+    so the effective weight has std gain / sqrt(fan_in) and its learning rate is lr_mul.
+    """
+
+    def __init__(self, in_features: int, out_features: int, gain: float = GAIN,
+                 lr_mul: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
+        self.weight_gain = gain * lr_mul / math.sqrt(in_features)
+        self.bias_gain = lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+
+
+class EqualConv2d(nn.Module):
+    """Square 2D convolution with equalized learning rate ('same' padding)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = GAIN):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = gain / math.sqrt(in_channels * kernel_size ** 2)
+        self.padding = kernel_size // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
+
+
+class PixelNorm(nn.Module):
+    """Normalise each feature vector to unit average square (ProGAN)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear 2x upsampling (StyleGAN's choice over ProGAN's nearest neighbour)."""
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling: the same area filter the data set uses for lower resolutions."""
+    return F.avg_pool2d(x, 2)
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: PixelNorm, then `layers` equalized linear layers with LeakyReLU 0.2."""
+
+    def __init__(self, z_dim: int, w_dim: int, layers: int = 8, lr_mul: float = 0.01,
+                 w_avg_beta: float = 0.995):
+        super().__init__()
+        self.z_dim, self.w_dim, self.w_avg_beta = z_dim, w_dim, w_avg_beta
+        dims = [z_dim] + [w_dim] * layers
+        self.norm = PixelNorm()
+        self.layers = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul) for a, b in zip(dims, dims[1:]))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.norm(z)
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), LRELU_SLOPE)
+        return x
+
+    @torch.no_grad()
+    def update_w_avg(self, w: torch.Tensor) -> None:
+        """Track the average w during training (used by truncation)."""
+        self.w_avg.lerp_(w.detach().float().mean(dim=0), 1.0 - self.w_avg_beta)
+
+
+class AdaIN(nn.Module):
+    """Instance norm, then per-channel scale and bias computed from w (scale starts at 1)."""
+
+    def __init__(self, channels: int, w_dim: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.scale = EqualLinear(w_dim, channels, gain=1.0, bias_init=1.0)
+        self.bias = EqualLinear(w_dim, channels, gain=1.0, bias_init=0.0)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        scale = self.scale(w)[:, :, None, None]
+        bias = self.bias(w)[:, :, None, None]
+        return scale * self.norm(x) + bias
+
+
+class NoiseInjection(nn.Module):
+    """Add one channel of Gaussian noise, scaled per channel by a learned weight (starts at 0).
+
+    noise_mode: 'random' draws fresh noise, 'const' uses the fixed buffer (reproducible
+    inference), 'none' adds nothing.
+    """
+
+    def __init__(self, channels: int, resolution: int, seed: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution, generator=g))
+
+    def forward(self, x: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        if noise_mode == "none":
+            return x
+        if noise_mode == "const":
+            noise = self.noise_const.to(x.dtype)
+        elif noise_mode == "random":
+            noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+        else:
+            raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+        return x + self.weight * noise
+
+
+class StyledLayer(nn.Module):
+    """(optional 2x upsample) -> conv 3x3 -> noise -> LeakyReLU -> AdaIN(w).
+
+    With conv=False (the first layer, on the learned constant) the conv is skipped.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
+                 seed: int, conv: bool = True, upsample: bool = False):
+        super().__init__()
+        self.upsample = upsample
+        self.conv = EqualConv2d(in_channels, out_channels, 3) if conv else None
+        self.noise = NoiseInjection(out_channels, resolution, seed)
+        self.adain = AdaIN(out_channels, w_dim)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        if self.upsample:
+            x = upsample2x(x)
+        if self.conv is not None:
+            x = self.conv(x)
+        x = F.leaky_relu(self.noise(x, noise_mode), LRELU_SLOPE)
+        return self.adain(x, w)
+
+
+# ----------------------------------------------------------------------------- generator
+
+class Generator(nn.Module):
+    """Style-based progressive generator.
+
+    g(z) -> images (N, C, R, R) at the generator's current `step` and `alpha`; in eval
+    mode the output is clamped to [-1, 1], in training mode it is the raw linear output.
+    Two styled layers per resolution, so there are 2 * (max_step + 1) style inputs.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.z_dim, self.w_dim = cfg.z_dim, cfg.w_dim
+        self.max_step = cfg.max_step
+        self.num_ws = 2 * (self.max_step + 1)
+        self.step, self.alpha = self.max_step, 1.0  # what g(z) produces by default
+        self.class_name: str | None = None
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers,
+                                      cfg.mapping_lr_mul, cfg.w_avg_beta)
+        c4 = cfg.channels[4]
+        self.const = nn.Parameter(torch.ones(1, c4, 4, 4))
+        self.blocks = nn.ModuleList()
+        self.to_image = nn.ModuleList()
+        for s, res in enumerate(cfg.resolutions):
+            cin, cout = cfg.channels[res // 2] if s else c4, cfg.channels[res]
+            self.blocks.append(nn.ModuleList([
+                StyledLayer(cin, cout, cfg.w_dim, res, seed=2 * s, conv=s > 0, upsample=s > 0),
+                StyledLayer(cout, cout, cfg.w_dim, res, seed=2 * s + 1),
+            ]))
+            self.to_image.append(EqualConv2d(cout, cfg.image_channels, 1, gain=1.0))
+
+    @property
+    def resolution(self) -> int:
+        """Side of the images g(z) produces (the trained resolution after load_generator)."""
+        return 4 * 2 ** self.step
+
+    def truncate(self, w: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
+        """Move w toward the running average: psi = 1 leaves it, psi = 0 gives w_avg."""
+        if psi == 1.0:
+            return w
+        return self.mapping.w_avg.to(w.dtype).lerp(w, psi)
+
+    def mix(self, w1: torch.Tensor, w2: torch.Tensor, crossover: int) -> torch.Tensor:
+        """Per-layer styles (N, num_ws, w_dim): w1 for layers < crossover, w2 from there on."""
+        ws = w1[:, None].repeat(1, self.num_ws, 1)
+        ws[:, crossover:] = w2[:, None]
+        return ws
+
+    def synthesis(self, ws: torch.Tensor, step: int | None = None, alpha: float | None = None,
+                  noise_mode: str = "random") -> torch.Tensor:
+        """ws: (N, w_dim) for one style everywhere, or (N, num_ws, w_dim) per layer."""
+        step = self.step if step is None else step
+        alpha = self.alpha if alpha is None else alpha
+        assert 0 <= step <= self.max_step, f"step {step} outside 0..{self.max_step}"
+        if ws.ndim == 2:
+            ws = ws[:, None].expand(-1, self.num_ws, -1)
+        x = self.const.expand(ws.shape[0], -1, -1, -1)
+        prev = None
+        for s in range(step + 1):
+            if s == step and s > 0 and alpha < 1.0:
+                prev = x
+            a, b = self.blocks[s]
+            x = b(a(x, ws[:, 2 * s], noise_mode), ws[:, 2 * s + 1], noise_mode)
+        img = self.to_image[step](x)
+        if prev is not None:  # fade-in: blend with the upsampled previous-resolution image
+            skip = upsample2x(self.to_image[step - 1](prev))
+            img = torch.lerp(skip, img, alpha)
+        return img
+
+    def forward(self, z: torch.Tensor, step: int | None = None, alpha: float | None = None, *,
+                psi: float = 1.0, z_mix: torch.Tensor | None = None, crossover: int | None = None,
+                noise_mode: str = "random", update_w_avg: bool = False,
+                clamp: bool | None = None) -> torch.Tensor:
+        """z (N, z_dim) -> images (N, C, r, r), r = 4 * 2**step.
+
+        z_mix with crossover mixes styles (z for layers < crossover, z_mix after).
+        """
+        w = self.mapping(z)
+        if update_w_avg:
+            self.mapping.update_w_avg(w)
+        w = self.truncate(w, psi)
+        if z_mix is not None:
+            w2 = self.truncate(self.mapping(z_mix), psi)
+            w = self.mix(w, w2, self.num_ws // 2 if crossover is None else crossover)
+        img = self.synthesis(w, step, alpha, noise_mode)
+        if clamp is None:
+            clamp = not self.training
+        if clamp:
+            img = img.clamp(-1.0, 1.0)
+        return img
+
+
+# ----------------------------------------------------------------------------- critic
+
+class MinibatchStdDev(nn.Module):
+    """Append one channel: the average (over features and pixels) of the per-group stddev."""
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group_size, n)
+        while n % g:  # largest group size <= group_size that divides the batch
+            g -= 1
+        y = x.float().reshape(g, n // g, c, h, w)          # group members along dim 0
+        y = (y - y.mean(dim=0)).pow(2).mean(dim=0)          # variance over the group
+        y = (y + 1e-8).sqrt().mean(dim=(1, 2, 3))           # (n/g,) one value per group
+        y = y.to(x.dtype).repeat(g)[:, None, None, None]    # back to (n, 1, 1, 1), member i -> group i % (n/g)
+        return torch.cat([x, y.expand(n, 1, h, w)], dim=1)
+
+
+class Critic(nn.Module):
+    """Progressive WGAN critic: from-image 1x1 per resolution, conv blocks with 2x2
+    average-pool downsampling, fade-in by alpha, minibatch stddev, scalar score."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.max_step = cfg.max_step
+        ch = cfg.channels
+        self.from_image = nn.ModuleList(EqualConv2d(cfg.image_channels, ch[r], 1) for r in cfg.resolutions)
+        # blocks[s] maps resolution 4*2**s to half of it (s >= 1); blocks[0] is unused (final block instead)
+        self.blocks = nn.ModuleList([nn.Identity()] + [
+            nn.ModuleList([EqualConv2d(ch[r], ch[r], 3), EqualConv2d(ch[r], ch[r // 2], 3)])
+            for r in cfg.resolutions[1:]
+        ])
+        c4 = ch[4]
+        self.mbstd = MinibatchStdDev(cfg.mbstd_group)
+        self.final_conv = EqualConv2d(c4 + 1, c4, 3)
+        self.final_fc = EqualLinear(c4 * 16, c4)
+        self.final_out = EqualLinear(c4, 1, gain=1.0)
+
+    def _block(self, s: int, x: torch.Tensor) -> torch.Tensor:
+        conv1, conv2 = self.blocks[s]
+        x = F.leaky_relu(conv1(x), LRELU_SLOPE)
+        x = F.leaky_relu(conv2(x), LRELU_SLOPE)
+        return downsample2x(x)
+
+    def _from_image(self, s: int, img: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.from_image[s](img), LRELU_SLOPE)
+
+    def forward(self, img: torch.Tensor, step: int, alpha: float = 1.0) -> torch.Tensor:
+        """img (N, C, r, r) with r = 4 * 2**step -> scores (N,)."""
+        assert img.shape[-1] == 4 * 2 ** step, f"image size {img.shape[-1]} does not match step {step}"
+        x = self._from_image(step, img)
+        for s in range(step, 0, -1):
+            x = self._block(s, x)
+            if s == step and alpha < 1.0:  # fade-in: blend with the downsampled image's path
+                x = torch.lerp(self._from_image(s - 1, downsample2x(img)), x, alpha)
+        x = self.mbstd(x)
+        x = F.leaky_relu(self.final_conv(x), LRELU_SLOPE)
+        x = F.leaky_relu(self.final_fc(x.flatten(1)), LRELU_SLOPE)
+        return self.final_out(x).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or not of this project; str() is one line."""
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """Write `state` atomically: a temp file in the same folder, fsync, then rename.
+
+    A reader (or a run killed mid-save) only ever sees the old or the new file whole.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Read a checkpoint with weights_only=True and check it is ours and of a known version."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, corrupt, or not a torch file at all
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is unreadable ({first[:120]}); "
+                              "re-train or pick another file") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no '{CHECKPOINT_FORMAT}' format tag)")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {state.get('version')}, "
+                              f"this code reads version {CHECKPOINT_VERSION}")
+    return state
+
+
+def load_generator(path: str, device: str | torch.device = "cpu") -> Generator:
+    """Rebuild the EMA generator of a checkpoint from the checkpoint's own config.
+
+    The result is in eval mode, set to the trained resolution and fade-in alpha, with
+    `class_name` set; g(z) gives images in [-1, 1] of shape (N, C, g.resolution, g.resolution).
+    """
+    state = load_checkpoint(path, map_location="cpu")
+    g = Generator(ModelConfig.from_dict(state["model_config"]))
+    g.load_state_dict(state["generator_ema"])
+    g.step, g.alpha = int(state["step"]), float(state["alpha"])
+    g.class_name = state["class_name"]
+    return g.to(device).eval().requires_grad_(False)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def main() -> None:
+    print(f"{'preset':<7} {'res':>4} {'z/w':>8} {'generator':>12} {'mapping':>10} {'critic':>12}")
+    for name, cfg in PRESETS.items():
+        g, d = Generator(cfg), Critic(cfg)
+        print(f"{name:<7} {cfg.resolution:>4} {cfg.z_dim:>4}/{cfg.w_dim:<3} {count_parameters(g):>12,} "
+              f"{count_parameters(g.mapping):>10,} {count_parameters(d):>12,}")
+
+
+if __name__ == "__main__":
+    main()

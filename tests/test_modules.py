@@ -1,0 +1,292 @@
+"""Networks and checkpoint format of modules.py, on the tiny preset (CPU)."""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import modules
+from conftest import ROOT
+from modules import (AdaIN, Critic, EqualConv2d, EqualLinear, Generator, MinibatchStdDev,
+                     ModelConfig, NoiseInjection, preset)
+
+
+@pytest.fixture
+def cfg():
+    return preset("tiny")
+
+
+@pytest.fixture
+def nets(cfg):
+    torch.manual_seed(0)
+    return Generator(cfg), Critic(cfg)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_shapes_at_every_step(nets, cfg, alpha):
+    g, d = nets
+    z = torch.randn(4, cfg.z_dim)
+    for step in range(cfg.max_step + 1):
+        img = g(z, step=step, alpha=alpha)
+        res = 4 * 2 ** step
+        assert img.shape == (4, 1, res, res)
+        score = d(img, step=step, alpha=alpha)
+        assert score.shape == (4,)
+        assert torch.isfinite(score).all()
+
+
+def test_presets_match_the_design():
+    full = preset("full")
+    assert (full.resolution, full.z_dim, full.w_dim, full.image_channels) == (256, 512, 512, 1)
+    assert full.channels == {4: 512, 8: 512, 16: 512, 32: 256, 64: 128, 128: 64, 256: 32}
+    assert preset("quick").resolution == 64
+    assert preset("tiny").resolution in (16, 32)
+    assert preset("tiny", resolution=32).channels[32] == 8  # extended by halving (floor 8)
+
+
+def test_config_round_trips_through_json_keys(cfg):
+    d = cfg.to_dict()
+    d["channels"] = {str(k): v for k, v in d["channels"].items()}  # as json.load gives them
+    assert ModelConfig.from_dict(d) == cfg
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="power of two"):
+        ModelConfig(resolution=48, channels={4: 8})
+    with pytest.raises(ValueError, match="no width"):
+        ModelConfig(resolution=16, channels={4: 8, 8: 8})
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+
+
+def test_generator_fade_in_at_alpha_zero_is_upsampled_previous(nets, cfg):
+    g, _ = nets
+    z = torch.randn(3, cfg.z_dim)
+    for step in range(1, cfg.max_step + 1):
+        faded = g(z, step=step, alpha=0.0, noise_mode="const")
+        prev = g(z, step=step - 1, alpha=1.0, noise_mode="const")
+        expected = F.interpolate(prev, scale_factor=2, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(faded, expected)
+        # and alpha = 1 is not the same thing (the new block contributes)
+        assert not torch.allclose(g(z, step=step, alpha=1.0, noise_mode="const"), expected)
+
+
+def test_critic_fade_in_at_alpha_zero_is_previous_on_downsampled(nets, cfg):
+    _, d = nets
+    x = torch.randn(4, 1, cfg.resolution, cfg.resolution)
+    step = cfg.max_step
+    faded = d(x, step=step, alpha=0.0)
+    torch.testing.assert_close(faded, d(F.avg_pool2d(x, 2), step=step - 1, alpha=1.0))
+    assert not torch.allclose(d(x, step=step, alpha=1.0), faded)
+
+
+def test_equalized_lr_effective_std():
+    torch.manual_seed(0)
+    lin = EqualLinear(256, 512, gain=math.sqrt(2), lr_mul=0.01)
+    eff = lin.weight * lin.weight_gain
+    assert eff.std().item() == pytest.approx(math.sqrt(2) / math.sqrt(256), rel=0.02)
+    assert lin.weight.std().item() == pytest.approx(100.0, rel=0.02)  # stored N(0, 1/lr_mul)
+    conv = EqualConv2d(64, 128, 3, gain=1.0)
+    eff = conv.weight * conv.weight_gain
+    assert eff.std().item() == pytest.approx(1.0 / math.sqrt(64 * 9), rel=0.02)
+    assert conv.weight.std().item() == pytest.approx(1.0, rel=0.02)
+
+
+def test_equal_linear_bias_init_and_lr_mul():
+    lin = EqualLinear(4, 3, lr_mul=0.01, bias_init=1.0)
+    out = lin(torch.zeros(2, 4))
+    torch.testing.assert_close(out, torch.ones(2, 3))
+
+
+def test_minibatch_stddev_matches_hand_computation():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 2, 2)
+    out = MinibatchStdDev(group_size=2)(x)
+    assert out.shape == (4, 4, 2, 2)
+    torch.testing.assert_close(out[:, :3], x)
+    # groups of 2 are (0, 2) and (1, 3): member i is in group i % (N / G)
+    for i, j in [(0, 2), (1, 3)]:
+        pair = torch.stack([x[i], x[j]])
+        std = torch.sqrt(((pair - pair.mean(0)) ** 2).mean(0) + 1e-8).mean()
+        assert torch.allclose(out[i, 3], std.expand(2, 2))
+        assert torch.allclose(out[j, 3], std.expand(2, 2))
+
+
+def test_minibatch_stddev_odd_batch_uses_a_divisor():
+    out = MinibatchStdDev(group_size=4)(torch.randn(6, 2, 4, 4))  # group of 3
+    assert out.shape == (6, 3, 4, 4)
+
+
+def test_noise_starts_at_zero_weight_so_has_no_effect(nets, cfg):
+    g, _ = nets
+    assert all((m.weight == 0).all() for m in g.modules() if isinstance(m, NoiseInjection))
+    z = torch.randn(2, cfg.z_dim)
+    torch.testing.assert_close(g(z, noise_mode="random"), g(z, noise_mode="none"))
+
+
+def test_noise_is_scaled_by_weight_not_added():
+    layer = NoiseInjection(channels=2, resolution=4, seed=0)
+    x = torch.zeros(1, 2, 4, 4)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([0.0, 2.0]).view(1, 2, 1, 1))
+    out = layer(x, noise_mode="const")
+    torch.testing.assert_close(out[0, 0], torch.zeros(4, 4))
+    torch.testing.assert_close(out[0, 1], 2.0 * layer.noise_const[0, 0])
+
+
+def test_adain_at_init_is_instance_norm():
+    torch.manual_seed(0)
+    ada = AdaIN(3, 8)
+    x = torch.randn(2, 3, 5, 5) * 4 + 7
+    out = ada(x, torch.zeros(2, 8))  # w = 0 -> scale = bias_init 1, bias 0
+    assert out.mean(dim=(2, 3)).abs().max() < 1e-5
+    assert out.var(dim=(2, 3), unbiased=False).sub(1).abs().max() < 1e-3
+
+
+def test_truncation_psi_zero_gives_w_avg(nets, cfg):
+    g, _ = nets
+    with torch.no_grad():
+        g.mapping.w_avg.copy_(torch.randn(cfg.w_dim))
+    w = g.mapping(torch.randn(5, cfg.z_dim))
+    torch.testing.assert_close(g.truncate(w, psi=0.0), g.mapping.w_avg.expand(5, -1))
+    torch.testing.assert_close(g.truncate(w, psi=1.0), w)
+    # psi = 0 makes every z give the same image (with fixed noise)
+    imgs = g(torch.randn(3, cfg.z_dim), psi=0.0, noise_mode="const")
+    torch.testing.assert_close(imgs[0], imgs[1])
+
+
+def test_w_avg_tracks_mapping_output(nets, cfg):
+    g, _ = nets
+    z = torch.randn(64, cfg.z_dim)
+    for _ in range(2000):
+        g(z, step=0, update_w_avg=True)
+    torch.testing.assert_close(g.mapping.w_avg, g.mapping(z).mean(0), atol=1e-3, rtol=1e-3)
+
+
+def test_style_mixing(nets, cfg):
+    g, _ = nets
+    z1, z2 = torch.randn(2, cfg.z_dim), torch.randn(2, cfg.z_dim)
+    ws = g.mix(g.mapping(z1), g.mapping(z2), crossover=2)
+    assert ws.shape == (2, g.num_ws, cfg.w_dim)
+    torch.testing.assert_close(ws[:, 1], g.mapping(z1))
+    torch.testing.assert_close(ws[:, 2], g.mapping(z2))
+    a = g(z1, z_mix=z2, crossover=0, noise_mode="const")
+    torch.testing.assert_close(a, g(z2, noise_mode="const"))
+    full_crossover = g(z1, z_mix=z2, crossover=g.num_ws, noise_mode="const")
+    torch.testing.assert_close(full_crossover, g(z1, noise_mode="const"))
+
+
+def test_eval_output_is_clamped(nets, cfg):
+    g, _ = nets
+    with torch.no_grad():
+        for m in g.to_image:
+            m.bias.fill_(5.0)
+    z = torch.randn(2, cfg.z_dim)
+    assert g(z).max() > 1.0  # training mode: raw output
+    g.eval()
+    out = g(z)
+    assert out.min() >= -1.0 and out.max() <= 1.0
+
+
+def _active(name: str, step: int) -> bool:
+    """Which parameters train at `step` while it fades in (alpha < 1)."""
+    parts = name.split(".")
+    top, idx = parts[0], int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    if top in ("blocks",):
+        return idx <= step if idx else True
+    if top in ("to_image", "from_image"):
+        return idx in (step - 1, step)  # both resolutions feed the blend
+    return True  # mapping, const, the critic's final block
+
+
+def test_gradients_reach_exactly_the_active_layers(cfg):
+    torch.manual_seed(0)
+    g, d = Generator(cfg), Critic(cfg)
+    with torch.no_grad():  # noise weights start at 0; make them matter so their grads are non-zero
+        for m in g.modules():
+            if isinstance(m, NoiseInjection):
+                m.weight.fill_(0.1)
+    step = 1  # 8x8 fading in
+    img = g(torch.randn(4, cfg.z_dim), step=step, alpha=0.5)
+    d(img, step=step, alpha=0.5).sum().backward()
+    for net in (g, d):
+        for name, p in net.named_parameters():
+            has_grad = p.grad is not None and p.grad.abs().sum() > 0
+            assert has_grad == _active(name, step), f"{type(net).__name__}.{name}: grad={has_grad}"
+
+
+def _checkpoint(g, d, cfg, step, alpha):
+    return {
+        "format": modules.CHECKPOINT_FORMAT, "version": modules.CHECKPOINT_VERSION,
+        "class_name": "AD", "model_config": cfg.to_dict(), "train_config": {},
+        "images_seen": 123, "step": step, "alpha": alpha,
+        "generator": g.state_dict(), "generator_ema": g.state_dict(), "critic": d.state_dict(),
+        "optim_g": {}, "optim_d": {}, "rng": {"torch": torch.get_rng_state()},
+    }
+
+
+def test_checkpoint_round_trip_gives_identical_images(nets, cfg, tmp_path):
+    g, d = nets
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, NoiseInjection):
+                m.weight.normal_()
+        g.mapping.w_avg.normal_()
+    path = tmp_path / "checkpoint.pt"
+    modules.save_checkpoint(_checkpoint(g, d, cfg, step=1, alpha=0.25), str(path))
+    torch.load(path, weights_only=True)  # plain types only
+    g2 = modules.load_generator(str(path))
+    assert (g2.z_dim, g2.w_dim, g2.resolution, g2.class_name) == (cfg.z_dim, cfg.w_dim, 8, "AD")
+    assert not g2.training
+    z = torch.randn(3, cfg.z_dim)
+    g.eval()
+    torch.testing.assert_close(g2(z, noise_mode="const"), g(z, step=1, alpha=0.25, noise_mode="const"))
+    torch.manual_seed(5)
+    a = g2(z)
+    torch.manual_seed(5)
+    b = g(z, step=1, alpha=0.25)
+    torch.testing.assert_close(a, b)  # same random noise too
+    assert g2.mapping(z).shape == (3, cfg.w_dim)
+    assert g2(z).min() >= -1 and g2(z).max() <= 1
+
+
+def test_save_is_atomic_and_leaves_no_temp(nets, cfg, tmp_path):
+    g, d = nets
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"old")
+    modules.save_checkpoint(_checkpoint(g, d, cfg, 2, 1.0), str(path))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+    class Boom:  # torch.save fails half-way: the old file must survive, no temp left
+        def __reduce__(self):
+            raise RuntimeError("boom")
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        modules.save_checkpoint({"x": Boom()}, str(path))
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path):
+    with pytest.raises(modules.CheckpointError, match="does not exist"):
+        modules.load_generator(str(tmp_path / "nope.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(modules.CheckpointError, match="unreadable") as e:
+        modules.load_generator(str(bad))
+    assert "\n" not in str(e.value)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(modules.CheckpointError, match="not a checkpoint of this project"):
+        modules.load_generator(str(other))
+
+
+def test_parameter_count_command():
+    out = subprocess.run([sys.executable, "modules.py"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(lines) == {"full", "quick", "tiny"}
+    g_tiny = int(lines["tiny"].split()[3].replace(",", ""))
+    assert g_tiny == modules.count_parameters(Generator(preset("tiny")))
