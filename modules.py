@@ -408,6 +408,37 @@ class Critic(nn.Module):
         return self.final_out(x).squeeze(1)
 
 
+# ----------------------------------------------------------------------------- latents and images
+
+def latents_for_seeds(seeds, z_dim: int) -> torch.Tensor:
+    """One z per seed, each from its own generator: seed k gives the same z in every
+    script and batch (train.py's sample grids and predict.py use seeds 0..80)."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s)))
+                        for s in seeds])
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (N, C, H, W) -> uint8 [0, 255] on the CPU."""
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def save_image_grid(images: torch.Tensor, path: str, nrow: int, border: int = 1) -> None:
+    """Write images in [-1, 1] as one grayscale PNG grid with a thin black border between cells."""
+    from PIL import Image  # only the scripts that write images need Pillow
+
+    pix = to_uint8(images)[:, 0]  # (N, H, W), first channel (grayscale)
+    n, h, w = pix.shape
+    ncol = math.ceil(n / nrow)
+    grid = torch.zeros(border + ncol * (h + border), border + nrow * (w + border), dtype=torch.uint8)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        y, x = border + r * (h + border), border + c * (w + border)
+        grid[y:y + h, x:x + w] = pix[i]
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(grid.numpy(), mode="L").save(path)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 class CheckpointError(RuntimeError):

@@ -290,3 +290,21 @@ def test_parameter_count_command():
     assert set(lines) == {"full", "quick", "tiny"}
     g_tiny = int(lines["tiny"].split()[3].replace(",", ""))
     assert g_tiny == modules.count_parameters(Generator(preset("tiny")))
+
+
+def test_latents_for_seeds_do_not_depend_on_batch():
+    a = modules.latents_for_seeds([3, 7, 11], 16)
+    b = modules.latents_for_seeds([11], 16)
+    torch.testing.assert_close(a[2], b[0])
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_image_grid_layout(tmp_path):
+    from PIL import Image
+    imgs = torch.linspace(-1, 1, 6).view(6, 1, 1, 1).expand(6, 1, 4, 4)
+    path = tmp_path / "grid.png"
+    modules.save_image_grid(imgs, str(path), nrow=3, border=1)
+    grid = torch.from_numpy(__import__("numpy").array(Image.open(path)))
+    assert grid.shape == (1 + 2 * 5, 1 + 3 * 5)  # 2 rows, 3 columns of 4 px + 1 px borders
+    assert grid[1, 1] == 0 and grid[6, 11] == 255  # first cell -1 -> 0, last cell +1 -> 255
+    assert (grid[0] == 0).all() and (grid[:, 5] == 0).all()  # borders

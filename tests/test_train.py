@@ -1,0 +1,291 @@
+"""train.py: schedule, losses against hand computations, a tiny run's outputs, exact resume,
+refusals, NaN stop, kill-and-resume, and two-process data parallel on CPU."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import modules
+import train
+from conftest import ROOT
+
+TINY = ["--preset", "tiny", "--demo-count", "48", "--device", "cpu"]
+
+
+def tiny_cfg(**kw) -> train.TrainConfig:
+    base = {**train.TRAIN_PRESETS["tiny"], "preset": "tiny", "resolution": 16, **kw}
+    return train.TrainConfig(**base)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def test_schedule_walks_phases_with_linear_fade():
+    cfg = tiny_cfg(stable_kimg=1.0, fade_kimg=2.0, final_kimg=3.0, batch={4: 8, 8: 4, 16: 2},
+                   lr=0.01, lr_by_res={16: 0.02})
+    s = lambda n: train.schedule(n, 2, cfg)  # noqa: E731
+    assert (s(0).step, s(0).alpha, s(0).batch, s(0).name) == (0, 1.0, 8, "stable")
+    assert (s(999).step, s(999).name) == (0, "stable")
+    assert (s(1000).step, s(1000).alpha, s(1000).name, s(1000).batch) == (1, 0.0, "fade", 4)
+    assert s(1500).alpha == pytest.approx(0.25)
+    assert s(2500).alpha == pytest.approx(0.75)
+    assert (s(3000).name, s(3000).alpha) == ("stable", 1.0)
+    assert (s(4000).step, s(4000).name, s(4000).lr) == (2, "fade", 0.02)
+    assert s(5000).alpha == pytest.approx(0.5)
+    assert (s(6000).name, s(6000).done) == ("stable", False)
+    assert train.total_kimg(2, cfg) == pytest.approx(9.0)
+    assert s(9000).done and s(9000).step == 2
+    assert [p.index for p in map(s, [0, 1000, 3000, 4000, 6000])] == [0, 1, 2, 3, 4]
+
+
+def test_schedule_single_resolution_is_one_final_phase():
+    cfg = tiny_cfg(final_kimg=5.0)
+    assert train.total_kimg(0, cfg) == 5.0
+    assert train.schedule(4000, 0, cfg).done is False
+
+
+# ----------------------------------------------------------------------------- losses
+
+def test_losses_match_hand_computation():
+    d_real, d_fake = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 5.0])
+    assert train.critic_loss(d_real, d_fake).item() == pytest.approx(4.0 - 1.5)
+    assert train.generator_loss(d_fake).item() == pytest.approx(-4.0)
+    assert train.drift_penalty(d_real).item() == pytest.approx((1 + 4) / 2)
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    # D(x) = <w, x>: the gradient is w at every point, so the penalty is (|w| - 1)^2.
+    w = torch.tensor([[[[3.0, 0.0], [0.0, 4.0]]]])  # |w| = 5
+    critic = lambda x: (x * w).flatten(1).sum(1)  # noqa: E731
+    real, fake = torch.randn(4, 1, 2, 2), torch.randn(4, 1, 2, 2)
+    gp = train.gradient_penalty(critic, real, fake, torch.rand(4))
+    assert gp.item() == pytest.approx(16.0)
+    # a scaled (fp16 GradScaler) backward gives the same penalty once unscaled
+    assert train.gradient_penalty(critic, real, fake, torch.rand(4), grad_scale=1024.0).item() == pytest.approx(16.0)
+
+
+def test_gradient_penalty_interpolates_between_real_and_fake():
+    seen = []
+    critic = lambda x: (seen.append(x.detach()), x.flatten(1).sum(1))[1]  # noqa: E731
+    real, fake = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    gp = train.gradient_penalty(critic, real, fake, torch.tensor([0.25, 1.0]))
+    torch.testing.assert_close(seen[0][:, 0, 0, 0], torch.tensor([0.25, 1.0]))
+    assert gp.item() == pytest.approx((2.0 - 1.0) ** 2)  # |grad| = sqrt(4 ones) = 2
+
+
+def test_gradient_penalty_under_bf16_autocast_is_close_to_fp32():
+    torch.manual_seed(0)
+    d = modules.Critic(modules.preset("tiny"))
+    real, fake, eps = torch.randn(4, 1, 16, 16), torch.randn(4, 1, 16, 16), torch.rand(4)
+    ref = train.gradient_penalty(lambda x: d(x, 2), real, fake, eps)
+
+    def bf16(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return d(x, 2)
+    gp = train.gradient_penalty(bf16, real, fake, eps)
+    assert gp.dtype == torch.float32
+    assert gp.item() == pytest.approx(ref.item(), rel=0.05)
+    gp.backward()  # the penalty trains the critic: gradients reach its weights
+    assert d.final_out.weight.grad is not None
+
+
+def test_smoothing_is_bias_corrected_ema():
+    assert train.smooth([1.0, 1.0, 1.0], 0.9) == pytest.approx([1.0, 1.0, 1.0])
+    assert train.smooth([0.0, 2.0], 0.5) == pytest.approx([0.0, 1.0 / 0.75])
+
+
+def test_mapping_runs_at_one_hundredth_of_the_learning_rate():
+    # Adam moves every stored weight by about lr on its first step; lr_mul scales that in the
+    # effective weight, so the mapping network's effective weights move 100x less per unit of scale.
+    torch.manual_seed(0)
+    cfg = modules.preset("tiny")
+    t = train.Trainer(cfg, tiny_cfg(style_mixing=0.0), torch.device("cpu"))
+    lin, conv = t.G.mapping.layers[0], t.G.blocks[0][1].conv
+    before = (lin.weight * lin.weight_gain).clone(), (conv.weight * conv.weight_gain).clone()
+    t.train_step([torch.randn(4, 1, 4, 4)], 0, 1.0, lr=1e-3)
+    d_map = ((lin.weight * lin.weight_gain) - before[0]).abs().max() / lin.weight_gain * lin.bias_gain
+    d_conv = ((conv.weight * conv.weight_gain) - before[1]).abs().max() / conv.weight_gain
+    assert d_conv.item() == pytest.approx(1e-3, rel=0.05)
+    assert d_map.item() == pytest.approx(1e-5, rel=0.05)
+
+
+# ----------------------------------------------------------------------------- runs
+
+def run_main(args) -> int:
+    return train.main(list(map(str, args)))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "AD"
+    assert run_main(["--class", "AD", "--out", out, *TINY]) == 0
+    return out
+
+
+def test_tiny_run_writes_every_output(tiny_run):
+    out = tiny_run
+    names = set(os.listdir(out))
+    assert {"checkpoint.pt", "config.json", "stats.jsonl", "AD_critic_loss.png",
+            "AD_generator_loss.png", "samples"} <= names
+    assert {"snapshot_4x4.pt", "snapshot_8x8.pt", "snapshot_16x16.pt"} <= names
+    assert not [n for n in names if n.startswith(".tmp")]
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["train"]["class_name"] == "AD" and cfg["model"]["resolution"] == 16
+    rows = [json.loads(line) for line in open(out / "stats.jsonl")]
+    assert rows[-1]["kimg"] >= train.total_kimg(2, tiny_cfg())
+    for key in ("images_seen", "resolution", "alpha", "loss_d", "loss_g", "gp", "images_per_s"):
+        assert key in rows[0]
+    assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))
+    assert {r["resolution"] for r in rows} == {4, 8, 16}
+    fades = [r["alpha"] for r in rows if r["phase"] == "fade"]
+    assert min(fades) < 0.2 and max(fades) > 0.8
+    samples = sorted(os.listdir(out / "samples"))
+    assert "final.png" in samples and len(samples) == 5  # 4 phase ends + the final (16px stable) grid
+    from PIL import Image
+    assert Image.open(out / "samples" / "final.png").size == (9 * 17 + 1, 9 * 17 + 1)
+
+
+def test_tiny_run_checkpoint_loads_as_generator(tiny_run):
+    g = modules.load_generator(str(tiny_run / "checkpoint.pt"))
+    assert (g.resolution, g.class_name, g.alpha) == (16, "AD", 1.0)
+    img = g(torch.randn(5, g.z_dim))
+    assert img.shape == (5, 1, 16, 16) and img.abs().max() <= 1
+    state = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
+    assert state["images_seen"] >= 1250 and state["train_config"]["preset"] == "tiny"
+    assert g.mapping.w_avg.abs().sum() > 0  # tracked during training, copied to the EMA
+
+
+def test_existing_run_is_not_overwritten(tiny_run, capsys):
+    before = (tiny_run / "checkpoint.pt").read_bytes()
+    assert run_main(["--class", "AD", "--out", tiny_run, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err and len(err.strip().splitlines()) == 1
+    assert (tiny_run / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_refuses_other_class_and_architecture(tiny_run, capsys):
+    assert run_main(["--class", "NC", "--out", tiny_run, "--resume", "--device", "cpu"]) == 2
+    assert "class AD checkpoint" in capsys.readouterr().err
+    assert run_main(["--class", "AD", "--out", tiny_run, "--resume", "--resolution", "32"]) == 2
+    assert "architecture" in capsys.readouterr().err
+    assert run_main(["--class", "AD", "--out", tiny_run / "nothing", "--resume"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_flags_exit_non_zero(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--class", "MCI"])
+    assert e.value.code == 2
+    assert run_main(["--class", "AD", "--out", tmp_path / "r", "--data", tmp_path / "missing", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "missing") in err
+    assert run_main(["--class", "AD", "--out", tmp_path / "r2", "--resolution", "24", *TINY]) == 2
+
+
+def _weights(path):
+    s = torch.load(path, weights_only=True)
+    return s, {f"{net}.{k}": v for net in ("generator", "critic", "generator_ema") for k, v in s[net].items()}
+
+
+def test_resume_is_exact(tmp_path):
+    # 0.4 kimg crosses from 4x4 into the 8x8 fade; split at 0.2 kimg (inside 4x4)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ["--class", "NC", *TINY, "--log-every", "1"]
+    assert run_main([*common, "--out", straight, "--stop-kimg", "0.4"]) == 0
+    assert run_main([*common, "--out", split, "--stop-kimg", "0.2"]) == 0
+    assert run_main(["--class", "NC", "--out", split, "--resume", "--stop-kimg", "0.4", "--device", "cpu"]) == 0
+    a, wa = _weights(straight / "checkpoint.pt")
+    b, wb = _weights(split / "checkpoint.pt")
+    assert (a["images_seen"], a["iteration"], a["step"], a["alpha"]) == \
+           (b["images_seen"], b["iteration"], b["step"], b["alpha"])
+    assert a["step"] == 1 and 0 < a["alpha"] < 1
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    for opt in ("optim_g", "optim_d"):
+        for pid, st in a[opt]["state"].items():
+            torch.testing.assert_close(st["exp_avg_sq"], b[opt]["state"][pid]["exp_avg_sq"], rtol=0, atol=0)
+    la = [json.loads(x) for x in open(straight / "stats.jsonl")]
+    lb = [json.loads(x) for x in open(split / "stats.jsonl")]
+    assert [r["loss_d"] for r in la] == [r["loss_d"] for r in lb]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys):
+    real_step = train.Trainer.train_step
+    calls = {"n": 0}
+
+    def poisoned(self, *a, **kw):
+        out = real_step(self, *a, **kw)
+        calls["n"] += 1
+        if calls["n"] >= 25:
+            out["loss_g"] = torch.tensor(float("nan"))
+        return out
+    monkeypatch.setattr(train.Trainer, "train_step", poisoned)
+    out = tmp_path / "nan"
+    assert run_main(["--class", "AD", "--out", out, *TINY, "--ckpt-every", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss_g at iteration 25" in err and "checkpoint" in err
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["iteration"] < 25
+    assert all(torch.isfinite(v).all() for v in state["generator"].values())
+
+
+def test_sigkill_then_resume(tmp_path):
+    """Kill the process at a random moment after its first checkpoint: the checkpoint is whole
+    and --resume finishes the run."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "train.py", "--class", "AD", "--out", str(out), *TINY, "--ckpt-every", "0.05"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = modules.load_checkpoint(str(out / "checkpoint.pt"))  # whole, not half-written
+    assert state["images_seen"] > 0
+    r = subprocess.run([sys.executable, "train.py", "--class", "AD", "--out", str(out), "--resume",
+                        "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    final = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert final["images_seen"] >= 1250
+    rows = [json.loads(x) for x in open(out / "stats.jsonl")]
+    assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))  # no duplicated steps
+
+
+# ----------------------------------------------------------------------------- data parallel
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, result_dir: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    model_cfg = modules.preset("tiny")
+    cfg = tiny_cfg(out=out, demo_count=48, stop_kimg=0.35, batch={4: 8, 8: 8, 16: 8})
+    trainer = train.run(model_cfg, cfg, device_arg="cpu", progress=False)
+    state = {f"{n}.{k}": v for n, m in (("G", trainer.G), ("D", trainer.D), ("E", trainer.G_ema))
+             for k, v in m.state_dict().items()}
+    torch.save(state, os.path.join(result_dir, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_data_parallel_keeps_ranks_identical(tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, port, str(out), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0, msg=k)
+    initial = modules.Generator(modules.preset("tiny"))
+    assert not torch.equal(r0["G.const"], initial.const)  # it really trained
+    assert (out / "checkpoint.pt").exists()  # written by rank 0
+    rows = [json.loads(x) for x in open(out / "stats.jsonl")]
+    assert rows[-1]["images_seen"] >= 350 and math.isfinite(rows[-1]["loss_d"])

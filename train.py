@@ -1,0 +1,714 @@
+"""Train one class's progressive StyleGAN with WGAN-GP.
+
+    python train.py --class AD --preset quick              # demo data, 64x64, minutes on a CPU
+    python train.py --class NC --preset quick --data /data/ADNI
+    python train.py --class AD                             # full preset: 256x256, for a GPU
+    python train.py --class AD --resume                    # continue runs/AD/checkpoint.pt
+    torchrun --nproc_per_node=2 train.py --class AD        # data parallel over 2 processes
+
+The run folder (--out, default runs/<CLASS>) gets checkpoint.pt (rewritten atomically),
+snapshot_<R>x<R>.pt per finished resolution, config.json, stats.jsonl, the two loss
+plots and samples/. Progress is counted in images seen (kimg); resolution, fade-in alpha,
+batch size and learning rate are a pure function of it (see `schedule`), so a resumed
+run continues exactly where the checkpoint left it.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+import modules
+from modules import Critic, Generator, ModelConfig
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the architecture; saved as config.json and in checkpoints."""
+    class_name: str = "AD"                 # diagnosis class trained: AD or NC
+    data: str = "demo"                     # ADNI/NIfTI folder, or 'demo'
+    preset: str = "full"                   # architecture + schedule preset (modules.PRESETS)
+    resolution: int = 256                  # final resolution
+    out: str = "runs/AD"                   # run folder
+    seed: int = 0
+    stable_kimg: float = 600.0             # thousands of images per stabilisation phase
+    fade_kimg: float = 600.0               # thousands of images per fade-in phase
+    final_kimg: float = 600.0              # stabilisation at the final resolution
+    batch: dict[int, int] = field(default_factory=dict)      # global batch size per resolution
+    lr: float = 0.001                      # Adam learning rate (both networks)
+    lr_by_res: dict[int, float] = field(default_factory=dict)  # overrides of lr per resolution
+    betas: tuple[float, float] = (0.0, 0.99)
+    gp_lambda: float = 10.0                # gradient-penalty weight
+    drift: float = 0.001                   # weight of E[D(real)^2]
+    n_critic: int = 1                      # critic steps per generator step
+    style_mixing: float = 0.9              # probability of mixing two z's in a training batch
+    ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
+    ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
+    amp: str = "off"                       # autocast: off, bf16 or fp16
+    channels_last: bool = False
+    compile: bool = False
+    ckpt_every_kimg: float = 50.0          # rewrite checkpoint.pt this often (and at phase ends)
+    log_every: int = 10                    # iterations per stats.jsonl line
+    plot_every: int = 500                  # iterations between loss-plot redraws
+    stop_kimg: float | None = None         # stop early (with a checkpoint) once this many kimg are seen
+    skip_bad: bool = False                 # skip unreadable data files instead of stopping
+    demo_count: int | None = None          # demo-set size per class (None = dataset.py's default)
+
+    def __post_init__(self):
+        self.batch = {int(k): int(v) for k, v in self.batch.items()}
+        self.lr_by_res = {int(k): float(v) for k, v in self.lr_by_res.items()}
+        self.betas = tuple(self.betas)
+
+
+TRAIN_PRESETS: dict[str, dict] = {
+    "full": dict(stable_kimg=600, fade_kimg=600, final_kimg=600, ema_kimg=10,
+                 batch={4: 128, 8: 128, 16: 64, 32: 32, 64: 32, 128: 16, 256: 16},
+                 lr_by_res={128: 0.0015, 256: 0.002}, ckpt_every_kimg=50, log_every=10),
+    "quick": dict(stable_kimg=12, fade_kimg=12, final_kimg=24, ema_kimg=1.0, lr=0.002,
+                  batch={4: 64, 8: 64, 16: 32, 32: 32, 64: 16},
+                  ckpt_every_kimg=5, log_every=1, plot_every=200),
+    "tiny": dict(stable_kimg=0.25, fade_kimg=0.25, final_kimg=0.25, ema_kimg=0.05, lr=0.002,
+                 batch={4: 16, 8: 16, 16: 16, 32: 16}, ckpt_every_kimg=0.5, log_every=1,
+                 plot_every=100),
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Where training stands after `images_seen` images."""
+    step: int            # resolution step: 4 * 2**step pixels
+    alpha: float         # fade-in of the newest resolution, 1 = fully in
+    batch: int           # global batch size
+    lr: float
+    name: str            # 'fade' or 'stable'
+    index: int           # phase number 0, 1, ... (0 = 4x4 stable)
+    end_kimg: float      # where this phase ends
+    done: bool = False   # training is over
+
+    @property
+    def resolution(self) -> int:
+        return 4 * 2 ** self.step
+
+
+def phases(max_step: int, cfg: TrainConfig) -> list[tuple[int, str, float]]:
+    """(step, 'fade'|'stable', kimg) for every phase: 4x4 stable, then fade + stable per resolution."""
+    out = [(0, "stable", cfg.stable_kimg if max_step else cfg.final_kimg)]
+    for s in range(1, max_step + 1):
+        out += [(s, "fade", cfg.fade_kimg), (s, "stable", cfg.final_kimg if s == max_step else cfg.stable_kimg)]
+    return out
+
+
+def total_kimg(max_step: int, cfg: TrainConfig) -> float:
+    return sum(k for _, _, k in phases(max_step, cfg))
+
+
+def schedule(images_seen: int, max_step: int, cfg: TrainConfig) -> Phase:
+    """The training state as a pure function of images seen (ProGAN's TrainingSchedule)."""
+    kimg, start = images_seen / 1000.0, 0.0
+    plan = phases(max_step, cfg)
+    for i, (step, name, length) in enumerate(plan):
+        if kimg < start + length or i == len(plan) - 1:
+            res = 4 * 2 ** step
+            alpha = min(1.0, (kimg - start) / length) if name == "fade" and length > 0 else 1.0
+            return Phase(step, alpha, cfg.batch[res], cfg.lr_by_res.get(res, cfg.lr), name, i,
+                         start + length, done=kimg >= start + length)
+        start += length
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- losses
+
+def critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Wasserstein critic loss: E[D(fake)] - E[D(real)]."""
+    return d_fake.float().mean() - d_real.float().mean()
+
+
+def generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """-E[D(G(z))]."""
+    return -d_fake.float().mean()
+
+
+def drift_penalty(d_real: torch.Tensor) -> torch.Tensor:
+    """E[D(real)^2], keeps the critic's output near zero (ProGAN)."""
+    return d_real.float().pow(2).mean()
+
+
+def gradient_penalty(critic_fn, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                     grad_scale: float = 1.0) -> torch.Tensor:
+    """E[(||grad_x D(x)|| - 1)^2] on x = real + eps * (fake - real) (Gulrajani et al. 2017).
+
+    critic_fn may run under autocast; the interpolates, the gradient and its norm stay fp32.
+    With an fp16 GradScaler, pass its scale as grad_scale: the output is scaled before
+    autograd.grad (so small gradients do not underflow) and the gradient unscaled after.
+    """
+    x = torch.lerp(real.detach().float(), fake.detach().float(), eps.view(-1, 1, 1, 1)).requires_grad_(True)
+    score = critic_fn(x).float().sum() * grad_scale
+    (grad,) = torch.autograd.grad(score, x, create_graph=True)
+    grad = grad.float() / grad_scale
+    return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
+
+
+# ----------------------------------------------------------------------------- distributed
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_arg: str | None) -> tuple[Dist, torch.device]:
+    """Pick the device once; join the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg:
+        device = torch.device(device_arg)
+    else:
+        device = torch.device("cuda", local if world > 1 else torch.cuda.current_device()) \
+            if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world), device
+
+
+def all_reduce_mean(tensors: list[torch.Tensor], d: Dist) -> None:
+    """Average tensors in place over all processes, as one flat buffer (one collective)."""
+    if d.world == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= d.world
+    for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(part.view_as(t))
+
+
+# ----------------------------------------------------------------------------- trainer
+
+class Trainer:
+    """Generator, critic, EMA generator and their optimizers; `train_step` is one iteration.
+
+    Gradients are averaged across processes by hand rather than by DistributedDataParallel,
+    because the gradient penalty needs a double backward, which DDP's reducer does not follow.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, d: Dist = Dist()):
+        self.model_cfg, self.cfg, self.device, self.dist = model_cfg, cfg, device, d
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.G = Generator(model_cfg).to(device)
+        self.D = Critic(model_cfg).to(device)
+        self.G_ema = Generator(model_cfg).to(device).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+        if cfg.channels_last:
+            for m in (self.G, self.D, self.G_ema):
+                m.to(memory_format=torch.channels_last)
+        # The mapping network's 0.01 learning rate lives in its layers' lr_mul (equalized LR),
+        # so one Adam per network is right: a param group at lr * 0.01 would apply it twice.
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.g_fwd, self.d_fwd = self.G, self.D
+        if cfg.compile:
+            self.g_fwd, self.d_fwd = torch.compile(self.G), torch.compile(self.D)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+        z = torch.randn(n, self.model_cfg.z_dim, device=self.device)
+        if self.cfg.style_mixing > 0 and random.random() < self.cfg.style_mixing:
+            return z, torch.randn_like(z), random.randint(1, self.G.num_ws - 1)
+        return z, None, None
+
+    def _generate(self, n: int, step: int, alpha: float, update_w_avg: bool = False) -> torch.Tensor:
+        z, z_mix, cross = self._latents(n)
+        with self.autocast():
+            img = self.g_fwd(z, step, alpha, z_mix=z_mix, crossover=cross, update_w_avg=update_w_avg,
+                             clamp=False)
+        if self.cfg.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
+        return img
+
+    def _step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float) -> None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if self.dist.world > 1:
+            self.scaler.unscale_(opt)
+            all_reduce_mean(grads, self.dist)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def train_step(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float) -> dict[str, torch.Tensor]:
+        """One iteration: `n_critic` critic updates (one real batch each), one generator
+        update, one EMA update. Returns the losses as 0-dim tensors (no device sync)."""
+        cfg = self.cfg
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        for real in reals:
+            n = real.shape[0]
+            with torch.no_grad():
+                fake = self._generate(n, step, alpha)
+            with self.autocast():
+                d_real = self.d_fwd(real, step, alpha)
+                d_fake = self.d_fwd(fake, step, alpha)
+            eps = torch.rand(n, device=self.device)
+            gp = gradient_penalty(lambda x: self._critic_autocast(x, step, alpha), real, fake, eps,
+                                  grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
+            loss_w = critic_loss(d_real, d_fake)
+            loss_d = loss_w + cfg.gp_lambda * gp + cfg.drift * drift_penalty(d_real)
+            self._step(self.opt_d, self.D, loss_d, lr)
+
+        self.D.requires_grad_(False)
+        self.G.requires_grad_(True)
+        fake = self._generate(reals[0].shape[0], step, alpha, update_w_avg=True)
+        with self.autocast():
+            loss_g = generator_loss(self.d_fwd(fake, step, alpha))
+        self._step(self.opt_g, self.G, loss_g, lr)
+        all_reduce_mean([self.G.mapping.w_avg], self.dist)  # each rank saw its own z's
+        self.G.requires_grad_(False)
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "gp": gp.detach(),
+                "wdist": -loss_w.detach(), "d_real": d_real.detach().float().mean()}
+
+    def _critic_autocast(self, x: torch.Tensor, step: int, alpha: float) -> torch.Tensor:
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            return self.d_fwd(x, step, alpha)
+
+    @torch.no_grad()
+    def update_ema(self, images_seen: int, global_batch: int) -> None:
+        """G_ema <- lerp toward G with StyleGAN's half-life in images (ramped up early on)."""
+        half_life = self.cfg.ema_kimg * 1000.0
+        if self.cfg.ema_rampup > 0:
+            half_life = min(half_life, images_seen * self.cfg.ema_rampup)
+        beta = 0.5 ** (global_batch / max(half_life, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    def state(self) -> dict:
+        return {"generator": self.G.state_dict(), "critic": self.D.state_dict(),
+                "generator_ema": self.G_ema.state_dict(), "optim_g": self.opt_g.state_dict(),
+                "optim_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["critic"])
+        self.G_ema.load_state_dict(state["generator_ema"])
+        self.opt_g.load_state_dict(state["optim_g"])
+        self.opt_d.load_state_dict(state["optim_d"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, iteration, rank)."""
+    return (seed * 1_000_003 + iteration * 7_919 + rank * 104_729) % (2 ** 63)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def smooth(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average with bias correction (as TensorBoard's smoothing slider)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** i))
+    return out
+
+
+def read_stats(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_losses(stats_path: str, out_dir: str, class_name: str) -> list[str]:
+    """Draw <CLASS>_critic_loss.png and <CLASS>_generator_loss.png: loss against iteration
+    (batch number), raw and smoothed, with each resolution phase marked. Returns the paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_stats(stats_path)
+    if not rows:
+        return []
+    it = [r["iteration"] for r in rows]
+    starts = [(r["iteration"], r["resolution"], r["phase"]) for i, r in enumerate(rows)
+              if i == 0 or (r["resolution"], r["phase"]) != (rows[i - 1]["resolution"], rows[i - 1]["phase"])]
+    weight = min(0.99, max(0.0, 1.0 - 20.0 / len(rows)))  # ~ window of len/20 points
+    paths = []
+    for key, title, fname in [("loss_d", "critic loss (WGAN + GP + drift)", "critic_loss"),
+                              ("loss_g", "generator loss", "generator_loss")]:
+        vals = [r[key] for r in rows]
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+        ax.plot(it, vals, color="tab:blue", alpha=0.25, lw=0.8, label="raw")
+        ax.plot(it, smooth(vals, weight), color="tab:blue", lw=1.8, label=f"smoothed (EMA {weight:.2f})")
+        lo, hi = _robust_limits(vals)
+        ax.set_ylim(lo, hi)
+        for x, res, phase in starts:
+            ax.axvline(x, color="grey", ls=":" if phase == "fade" else "-", lw=0.8)
+            ax.text(x, hi, f" {res}px {phase}", rotation=90, va="top", ha="left", fontsize=7, color="dimgrey")
+        ax.set_xlabel("iteration (batch number)")
+        ax.set_ylabel("loss")
+        ax.set_title(f"{class_name} {title}, {rows[-1]['kimg']:.1f} kimg")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{class_name}_{fname}.png")
+        tmp = path + ".tmp.png"
+        fig.savefig(tmp)
+        plt.close(fig)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def _robust_limits(vals: list[float]) -> tuple[float, float]:
+    """y-limits that ignore the first wild iterations: 1st-99th percentile, padded."""
+    s = sorted(vals)
+    lo, hi = s[int(0.01 * (len(s) - 1))], s[int(0.99 * (len(s) - 1))]
+    pad = 0.15 * (hi - lo or 1.0)
+    return lo - pad, hi + pad * 3
+
+
+def write_json_atomic(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def truncate_stats(path: str, iteration: int) -> None:
+    """On resume, drop lines a killed run logged after its last checkpoint."""
+    rows = [r for r in read_stats(path) if r["iteration"] <= iteration]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the run
+
+class RunError(RuntimeError):
+    """A problem with the run's inputs or state; str() is one line for the user."""
+
+
+def checkpoint_state(trainer: Trainer, cfg: TrainConfig, images_seen: int, iteration: int,
+                     phase: Phase) -> dict:
+    rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"format": modules.CHECKPOINT_FORMAT, "version": modules.CHECKPOINT_VERSION,
+            "class_name": cfg.class_name, "model_config": trainer.model_cfg.to_dict(),
+            "train_config": dataclasses.asdict(cfg), "images_seen": images_seen,
+            "iteration": iteration, "step": phase.step, "alpha": phase.alpha,
+            "rng": rng, **trainer.state()}
+
+
+def _blend_reals(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """While a resolution fades in, show the critic reals blended the same way as fakes (ProGAN)."""
+    if alpha >= 1.0:
+        return x
+    return torch.lerp(modules.upsample2x(modules.downsample2x(x)), x, alpha)
+
+
+def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = None,
+        device_arg: str | None = None, progress: bool = True) -> Trainer:
+    """Train one class, or continue `resume_state` (a loaded checkpoint); returns the trainer."""
+    import dataset
+
+    d, device = setup_distributed(device_arg)
+    if d.main:
+        os.makedirs(cfg.out, exist_ok=True)
+    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+    stats_path = os.path.join(cfg.out, "stats.jsonl")
+
+    trainer = Trainer(model_cfg, cfg, device, d)
+    images_seen = iteration = 0
+    if resume_state is not None:
+        state = resume_state
+        if state["class_name"] != cfg.class_name:
+            raise RunError(f"{ckpt_path} is a class {state['class_name']} checkpoint, not {cfg.class_name}; "
+                           f"pass --class {state['class_name']} or another --out")
+        if ModelConfig.from_dict(state["model_config"]) != model_cfg:
+            raise RunError(f"{ckpt_path} was trained with another architecture than --preset {cfg.preset} "
+                           f"--resolution {cfg.resolution}; resume with the run's own settings")
+        trainer.load_state(state)
+        torch.set_rng_state(state["rng"]["torch"])  # (each iteration reseeds from its number anyway)
+        images_seen, iteration = int(state["images_seen"]), int(state["iteration"])
+        if d.main:
+            truncate_stats(stats_path, iteration)
+    if d.main:
+        write_json_atomic({"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg),
+                           "world_size": d.world, "device": str(device)}, os.path.join(cfg.out, "config.json"))
+
+    slices = dataset.load_slices(None if cfg.data == "demo" else cfg.data, cfg.class_name, "train",
+                                 model_cfg.resolution, skip_bad=cfg.skip_bad, demo_count=cfg.demo_count,
+                                 seed=cfg.seed)
+    if d.main:
+        print(f"data: {slices.source}")
+        print(f"class {cfg.class_name}: {len(slices)} training images at {model_cfg.resolution}x{model_cfg.resolution}")
+        print(f"device: {device}" + (f" x {d.world} processes" if d.world > 1 else "")
+              + f", amp: {cfg.amp}, out: {cfg.out}")
+
+    max_step, total = model_cfg.max_step, total_kimg(model_cfg.max_step, cfg)
+    stop_kimg = total if cfg.stop_kimg is None else min(cfg.stop_kimg, total)
+    grid_z = modules.latents_for_seeds(range(81), model_cfg.z_dim).to(device)
+    bar = None
+    if d.main and progress:
+        from tqdm import tqdm
+        bar = tqdm(total=round(stop_kimg * 1000), initial=min(images_seen, round(stop_kimg * 1000)),
+                   unit="img", unit_scale=True, dynamic_ncols=True, file=sys.stdout)
+
+    reals_res, reals_dev = None, None
+    pending: list[dict] = []
+    last_ckpt_kimg, t_log, n_log = images_seen / 1000.0, time.perf_counter(), 0
+    phase = schedule(images_seen, max_step, cfg)
+    while images_seen < stop_kimg * 1000:
+        phase = schedule(images_seen, max_step, cfg)
+        if phase.batch % d.world:
+            raise RunError(f"batch size {phase.batch} at {phase.resolution}px does not split over "
+                           f"{d.world} processes; pick --batch values divisible by {d.world}")
+        if reals_res != phase.resolution:
+            reals_res = phase.resolution
+            reals_dev = slices.at_resolution(reals_res).to(device)
+
+        # Everything random in this iteration comes from seeds of (run seed, iteration):
+        # the real batch is drawn for the whole world, then each rank takes its shard.
+        torch.manual_seed(iteration_seed(cfg.seed, iteration, d.rank))
+        random.seed(iteration_seed(cfg.seed, iteration, d.rank))
+        data_gen = torch.Generator().manual_seed(iteration_seed(cfg.seed, iteration))
+        flip_gen = torch.Generator().manual_seed(iteration_seed(cfg.seed, iteration, d.rank))
+        local = phase.batch // d.world
+        reals = []
+        for _ in range(cfg.n_critic):
+            idx = torch.randint(len(slices), (phase.batch,), generator=data_gen)[d.rank * local:(d.rank + 1) * local]
+            x = dataset.prepare_batch(reals_dev[idx.to(device)], generator=flip_gen)
+            x = _blend_reals(x, phase.alpha)
+            reals.append(x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x)
+
+        losses = trainer.train_step(reals, phase.step, phase.alpha, phase.lr)
+        images_seen += phase.batch
+        iteration += 1
+        trainer.update_ema(images_seen, phase.batch)
+        pending.append(losses)
+        n_log += phase.batch
+
+        after = schedule(images_seen, max_step, cfg)
+        phase_end = after.index != phase.index or images_seen >= stop_kimg * 1000
+        if iteration % cfg.log_every == 0 or phase_end:
+            vals = _reduce_logged(pending, d)
+            pending = []
+            bad = [k for k, v in vals.items() if not math.isfinite(v)]
+            if bad:
+                raise RunError(f"non-finite {bad[0]} at iteration {iteration} ({images_seen / 1000:.2f} kimg); "
+                               f"the last good checkpoint is {ckpt_path} ({last_ckpt_kimg:.2f} kimg): "
+                               "resume it with a lower --lr" + (" or --amp off" if cfg.amp != "off" else ""))
+            dt = time.perf_counter() - t_log
+            row = {"iteration": iteration, "images_seen": images_seen, "kimg": round(images_seen / 1000, 4),
+                   "resolution": phase.resolution, "phase": phase.name, "alpha": round(phase.alpha, 5),
+                   "batch": phase.batch, "lr": phase.lr, **{k: round(v, 6) for k, v in vals.items()},
+                   "images_per_s": round(n_log / dt, 2) if dt > 0 else None}
+            t_log, n_log = time.perf_counter(), 0
+            if d.main:
+                with open(stats_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if bar is not None:
+                    bar.set_postfix_str(f"{phase.resolution}px {phase.name} a={phase.alpha:.2f} "
+                                        f"D={vals['loss_d']:.3f} G={vals['loss_g']:.3f} "
+                                        f"{row['images_per_s']} img/s", refresh=False)
+            if d.main and iteration % cfg.plot_every == 0:
+                plot_losses(stats_path, cfg.out, cfg.class_name)
+        if bar is not None:
+            bar.update(min(phase.batch, round(stop_kimg * 1000) - bar.n))
+
+        due = images_seen / 1000.0 - last_ckpt_kimg >= cfg.ckpt_every_kimg
+        if (phase_end or due) and d.main:
+            save_phase = schedule(images_seen, max_step, cfg)
+            modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, save_phase), ckpt_path)
+            if phase_end and after.index != phase.index:
+                _write_samples(trainer, grid_z, phase, cfg)
+                if phase.name == "stable":
+                    snap = os.path.join(cfg.out, f"snapshot_{phase.resolution}x{phase.resolution}.pt")
+                    modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, phase), snap)
+        if phase_end or due:
+            last_ckpt_kimg = images_seen / 1000.0
+
+    if bar is not None:
+        bar.close()
+    if d.main:
+        final = schedule(images_seen, max_step, cfg)
+        state = checkpoint_state(trainer, cfg, images_seen, iteration, final)
+        modules.save_checkpoint(state, ckpt_path)
+        if final.done:
+            res = final.resolution
+            modules.save_checkpoint(state, os.path.join(cfg.out, f"snapshot_{res}x{res}.pt"))
+            _write_samples(trainer, grid_z, final, cfg, final=True)
+        plot_losses(stats_path, cfg.out, cfg.class_name)
+        print(f"{'finished' if final.done else 'stopped'} at {images_seen / 1000:.2f} kimg, "
+              f"{final.resolution}px; checkpoint: {ckpt_path}")
+    return trainer
+
+
+def _reduce_logged(pending: list[dict], d: Dist) -> dict[str, float]:
+    """Mean of each logged loss over the interval and over processes (one sync)."""
+    keys = list(pending[0])
+    t = torch.stack([torch.stack([p[k].float() for k in keys]) for p in pending]).mean(0)
+    all_reduce_mean([t], d)
+    return dict(zip(keys, t.tolist()))
+
+
+@torch.no_grad()
+def _write_samples(trainer: Trainer, grid_z: torch.Tensor, phase: Phase, cfg: TrainConfig,
+                   final: bool = False) -> None:
+    """A 9x9 grid of the EMA generator on the fixed latents (seeds 0-80, as predict.py)."""
+    imgs = torch.cat([trainer.G_ema(z, phase.step, 1.0, noise_mode="const").float()
+                      for z in grid_z.split(27)])
+    name = "final" if final else f"{phase.index:02d}_{phase.resolution}px_{phase.name}"
+    modules.save_image_grid(imgs, os.path.join(cfg.out, "samples", f"{name}.png"), nrow=9)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--class", dest="class_name", required=True, choices=["AD", "NC"],
+                   help="diagnosis class to train: AD (Alzheimer's disease) or NC (normal control)")
+    p.add_argument("--data", default=None, help="ADNI slice folder or NIfTI folder; omitted or 'demo' = built-in demo set")
+    p.add_argument("--preset", choices=sorted(modules.PRESETS), default=None,
+                   help="architecture and schedule: full (256px, GPU), quick (64px, CPU minutes), tiny (tests)")
+    p.add_argument("--resolution", type=int, default=None, help="final resolution (power of two); default: the preset's")
+    p.add_argument("--out", default=None, help="run folder (default runs/<CLASS>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    g = p.add_argument_group("schedule (kimg = thousands of images seen)")
+    g.add_argument("--stable-kimg", type=float, default=None, help="images per stabilisation phase")
+    g.add_argument("--fade-kimg", type=float, default=None, help="images per fade-in phase")
+    g.add_argument("--final-kimg", type=float, default=None, help="stabilisation at the final resolution")
+    g.add_argument("--stop-kimg", type=float, default=None, help="stop with a checkpoint at this many kimg (resume later)")
+    g.add_argument("--batch", type=_res_map(int), default=None,
+                   help="global batch size, one number or per resolution like 4:64,8:64,16:32")
+    g.add_argument("--lr", type=float, default=None, help="Adam learning rate of both networks")
+    g.add_argument("--n-critic", type=int, default=None, help="critic steps per generator step (default 1)")
+    g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
+    g.add_argument("--style-mixing", type=float, default=None, help="style-mixing probability (default 0.9)")
+    g.add_argument("--ema-kimg", type=float, default=None, help="EMA half-life of the generator in kimg")
+    g = p.add_argument_group("speed and output")
+    g.add_argument("--amp", choices=["off", "bf16", "fp16"], default=None,
+                   help="mixed precision autocast (default off; bf16 recommended on recent GPUs and CPUs)")
+    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
+    g.add_argument("--ckpt-every", dest="ckpt_every_kimg", type=float, default=None,
+                   help="rewrite checkpoint.pt every this many kimg (also at every phase end)")
+    g.add_argument("--log-every", type=int, default=None, help="iterations per stats.jsonl line")
+    g.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable data files")
+    g.add_argument("--demo-count", type=int, default=None, help="demo-set images per class")
+    return p
+
+
+def _res_map(kind):
+    def parse(text: str):
+        if ":" not in text:
+            return kind(text)
+        return {int(k): kind(v) for k, v in (item.split(":") for item in text.split(","))}
+    parse.__name__ = f"{kind.__name__} or RES:{kind.__name__},..."
+    return parse
+
+
+def resolve_config(args: argparse.Namespace, saved: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """Preset defaults, then the resumed run's saved config, then flags given on the command line."""
+    base = dict(saved or {})
+    preset_name = args.preset or base.get("preset") or "full"
+    if saved and args.preset and args.preset != saved.get("preset"):
+        raise RunError(f"--preset {args.preset} differs from the resumed run's {saved.get('preset')}; "
+                       "drop --preset or choose another --out")
+    base["stop_kimg"] = None  # an early stop applies to one invocation, not to the resumed run
+    if not saved:
+        base = dataclasses.asdict(TrainConfig())
+        base.update(TRAIN_PRESETS[preset_name])
+        base["resolution"] = modules.PRESETS[preset_name].resolution
+    flags = {k: v for k, v in vars(args).items() if v is not None and k in base and k not in ("resume",)}
+    if isinstance(flags.get("batch"), int):
+        flags["batch"] = {r: flags["batch"] for r in base["batch"]}
+    elif isinstance(flags.get("batch"), dict):
+        flags["batch"] = {**base["batch"], **flags["batch"]}
+    base.update(flags)
+    base["preset"] = preset_name
+    base["class_name"] = args.class_name
+    if args.data is not None:
+        base["data"] = args.data
+    if args.out is None and not saved:
+        base["out"] = os.path.join("runs", args.class_name)
+    elif args.out is not None:
+        base["out"] = args.out
+    try:
+        model_cfg = modules.preset(preset_name, resolution=base["resolution"])
+    except ValueError as e:
+        raise RunError(f"--resolution: {e}") from None
+    cfg = TrainConfig(**base)
+    missing = [r for r in model_cfg.resolutions if r not in cfg.batch]
+    if missing:
+        cfg.batch.update({r: cfg.batch[max(cfg.batch)] for r in missing})
+    return model_cfg, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    import dataset
+
+    args = build_parser().parse_args(argv)
+    out = args.out or os.path.join("runs", args.class_name)
+    ckpt_path = os.path.join(out, "checkpoint.pt")
+    try:
+        state = None
+        if args.resume:
+            if not os.path.exists(ckpt_path):
+                raise RunError(f"--resume: {ckpt_path} does not exist; start the run without --resume")
+            state = modules.load_checkpoint(ckpt_path)
+        elif os.path.exists(ckpt_path):
+            raise RunError(f"{ckpt_path} already exists; pass --resume to continue it, or choose another --out")
+        model_cfg, cfg = resolve_config(args, state["train_config"] if state else None)
+        if args.preset is None and state is None and not torch.cuda.is_available() and args.device in (None, "cpu"):
+            print("note: no GPU found; the full preset (256x256) is slow on a CPU; "
+                  "--preset quick trains a 64x64 demo in minutes", file=sys.stderr)
+        run(model_cfg, cfg, resume_state=state, device_arg=args.device)
+    except (RunError, modules.CheckpointError, dataset.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: python train.py --class {args.class_name} --out {out} --resume",
+              file=sys.stderr)
+        return 130
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
