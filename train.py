@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+import dataset
 import modules
 from modules import Critic, Generator, ModelConfig
 
@@ -430,18 +431,23 @@ def checkpoint_state(trainer: Trainer, cfg: TrainConfig, images_seen: int, itera
             "rng": rng, **trainer.state()}
 
 
-def _blend_reals(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    """While a resolution fades in, show the critic reals blended the same way as fakes (ProGAN)."""
-    if alpha >= 1.0:
-        return x
-    return torch.lerp(modules.upsample2x(modules.downsample2x(x)), x, alpha)
+def real_batch(images: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, alpha: float,
+               channels_last: bool = False) -> torch.Tensor:
+    """The critic's real batch: uint8 images[idx] -> flipped, [-1, 1] floats on images' device.
+
+    While a resolution fades in, reals are blended with their down-and-up-sampled selves by
+    alpha, the same way the generator's output is (ProGAN), so the critic cannot tell fakes
+    by their missing detail alone.
+    """
+    x = dataset.prepare_batch(images[idx.to(images.device)], generator=generator)
+    if alpha < 1.0:
+        x = torch.lerp(modules.upsample2x(modules.downsample2x(x)), x, alpha)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = None,
         device_arg: str | None = None, progress: bool = True) -> Trainer:
     """Train one class, or continue `resume_state` (a loaded checkpoint); returns the trainer."""
-    import dataset
-
     d, device = setup_distributed(device_arg)
     if d.main:
         os.makedirs(cfg.out, exist_ok=True)
@@ -508,9 +514,7 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
         reals = []
         for _ in range(cfg.n_critic):
             idx = torch.randint(len(slices), (phase.batch,), generator=data_gen)[d.rank * local:(d.rank + 1) * local]
-            x = dataset.prepare_batch(reals_dev[idx.to(device)], generator=flip_gen)
-            x = _blend_reals(x, phase.alpha)
-            reals.append(x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x)
+            reals.append(real_batch(reals_dev, idx, flip_gen, phase.alpha, cfg.channels_last))
 
         losses = trainer.train_step(reals, phase.step, phase.alpha, phase.lr)
         images_seen += phase.batch
@@ -679,8 +683,6 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    import dataset
-
     args = build_parser().parse_args(argv)
     out = args.out or os.path.join("runs", args.class_name)
     ckpt_path = os.path.join(out, "checkpoint.pt")

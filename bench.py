@@ -1,0 +1,193 @@
+"""Benchmark train.py's real training iteration, per resolution and precision.
+
+    python bench.py --preset full --batch 16 --res 4 8 16 32 64 --precision fp32 bf16
+    python bench.py --preset quick --res 4 8 16 32 64             # the CPU demo's widths
+    python bench.py --preset tiny --iters 2 --warmup 1              # a smoke check
+
+One JSON line per (precision, resolution) with:
+  images_per_s     a full iteration (critic step with gradient penalty, generator step, EMA
+                   update) on `--batch` images: the median of `--iters` timings after warm-up;
+  gflop_per_image  FLOPs of one real iteration (FlopCounterMode's formulas) / batch;
+  gflops           images_per_s * gflop_per_image, the achieved rate;
+  ceiling_gflops   the network's largest 3x3 convolution alone, forward + backward, at the same
+                   batch, precision and memory layout, measured in this process;
+  utilization      gflops / ceiling_gflops;
+  data_images_per_s  train.py's data path (index the in-memory set, flip, normalise, fade blend);
+  peak_rss_mb      the process's peak resident memory so far.
+The iteration runs at the resolution's fade-in midpoint (alpha 0.5) except at 4x4, so the
+blend paths of both networks are included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+import dataset
+import modules
+import train
+
+PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+
+
+def make_trainer(preset: str, batch: int, precision: str, channels_last: bool,
+                 device: torch.device, seed: int = 0) -> train.Trainer:
+    """A Trainer exactly as train.py builds it for this preset and precision."""
+    model_cfg = modules.preset(preset)
+    cfg = train.TrainConfig(**{**train.TRAIN_PRESETS[preset], "preset": preset,
+                               "resolution": model_cfg.resolution, "seed": seed,
+                               "amp": PRECISIONS[precision], "channels_last": channels_last})
+    cfg.batch = {r: batch for r in model_cfg.resolutions}
+    return train.Trainer(model_cfg, cfg, device)
+
+
+def iteration(trainer: train.Trainer, reals: torch.Tensor, step: int, alpha: float, images_seen: int) -> None:
+    """One training iteration as train.run performs it."""
+    trainer.train_step([reals], step, alpha, trainer.cfg.lr)
+    trainer.update_ema(images_seen, reals.shape[0])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, iters: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class _OpFlopCounter(TorchDispatchMode):
+    """FlopCounterMode's per-op formulas (convolutions, their backward, matmuls) without its
+    module tracker, whose backward hooks break autograd.grad(create_graph=True) in the
+    gradient penalty. The double backward reaches it as ordinary convolution ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of fn()."""
+    with _OpFlopCounter() as counter:
+        fn()
+    return counter.total
+
+
+def largest_conv(model_cfg: modules.ModelConfig, res: int) -> tuple[int, int, int]:
+    """(in, out, resolution) of the 3x3 convolution with the most FLOPs active up to `res`."""
+    ch = model_cfg.channels
+    convs = [(ch[r // 2] if r > 4 else ch[4], ch[r], r) for r in model_cfg.resolutions if r <= res]
+    convs += [(ch[r], ch[r], r) for r in model_cfg.resolutions if r <= res]
+    return max(convs, key=lambda c: c[0] * c[1] * c[2] ** 2)
+
+
+def conv_ceiling(cin: int, cout: int, res: int, batch: int, trainer: train.Trainer, iters: int,
+                 warmup: int) -> float:
+    """GFLOP/s of one 3x3 convolution, forward + backward (input and weight gradients)."""
+    dev = trainer.device
+    x = torch.randn(batch, cin, res, res, device=dev, requires_grad=True)
+    w = torch.randn(cout, cin, 3, 3, device=dev, requires_grad=True)
+    if trainer.cfg.channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+
+    def fwd_bwd():
+        with trainer.autocast():
+            y = F.conv2d(x, w, padding=1)
+        y.backward(torch.ones_like(y))
+
+    flops = 3 * 2 * batch * cin * cout * 9 * res * res  # forward, grad input, grad weight
+    return flops / _median_time(fwd_bwd, iters, warmup, dev) / 1e9
+
+
+def bench_resolution(preset: str, res: int, batch: int, precision: str, channels_last: bool,
+                     device: torch.device, slices: dataset.SliceSet, iters: int, warmup: int) -> dict:
+    trainer = make_trainer(preset, batch, precision, channels_last, device)
+    step = int(res).bit_length() - 3
+    alpha = 0.5 if step > 0 else 1.0
+    images = slices.at_resolution(res).to(device)
+    gen = torch.Generator().manual_seed(0)
+
+    def data():
+        idx = torch.randint(len(images), (batch,), generator=gen)
+        return train.real_batch(images, idx, gen, alpha, channels_last)
+
+    reals = data()
+    seen = [10 ** 6]
+
+    def one():
+        seen[0] += batch
+        iteration(trainer, reals, step, alpha, seen[0])
+
+    flops = count_flops(one)
+    t_iter = _median_time(one, iters, warmup, device)
+    t_data = _median_time(data, max(iters, 5), warmup, device)
+    ceiling = conv_ceiling(*largest_conv(trainer.model_cfg, res), batch, trainer, iters, warmup)
+    ips = batch / t_iter
+    gflops = ips * flops / batch / 1e9
+    row = {"res": res, "batch": batch, "precision": precision, "channels_last": channels_last,
+           "images_per_s": ips, "gflop_per_image": flops / batch / 1e9, "gflops": gflops,
+           "ceiling_gflops": ceiling, "utilization": gflops / ceiling, "data_images_per_s": batch / t_data,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(modules.PRESETS), default="full", help="network widths to benchmark")
+    p.add_argument("--batch", type=int, default=16, help="images per iteration")
+    p.add_argument("--res", type=int, nargs="+", default=None,
+                   help="resolutions to benchmark (default: every resolution of the preset up to 64)")
+    p.add_argument("--precision", nargs="+", choices=sorted(PRECISIONS), default=["fp32", "bf16"],
+                   help="fp32, or bf16/fp16 autocast (fp16 only on CUDA)")
+    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="NHWC layout; auto = on for bf16/fp16, off for fp32 (train.py's default)")
+    p.add_argument("--iters", type=int, default=5, help="timed iterations per resolution (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model_cfg = modules.preset(args.preset)
+    res_list = args.res or [r for r in model_cfg.resolutions if r <= 64]
+    bad = [r for r in res_list if r not in model_cfg.resolutions]
+    if bad:
+        p.error(f"--res {bad} not in the {args.preset} preset's resolutions {model_cfg.resolutions}")
+    slices = dataset.load_slices(None, "AD", "train", max(res_list), demo_count=256)
+    for precision in args.precision:
+        cl = {"on": True, "off": False, "auto": precision != "fp32"}[args.channels_last]
+        for res in res_list:
+            row = bench_resolution(args.preset, res, args.batch, precision, cl, device, slices,
+                                   args.iters, args.warmup)
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
