@@ -1,0 +1,616 @@
+"""Every way brain images enter the project: ADNI slice folders, NIfTI volumes, and a built-in demo set.
+
+All sources end as a `SliceSet`: the decoded slices of one class and split, held in memory once as
+uint8 (N, 1, R, R) at the final resolution R. Lower resolutions are area-downsampled from it
+(`SliceSet.at_resolution`), and `prepare_batch` does the design's random flip and [-1, 1]
+normalisation as tensor ops on the training device, so a resolution change never touches the disk.
+
+Non-square slices (ADNI JPEGs are 256 wide x 240 high) are zero-padded to a square, then resized
+with antialiasing: anatomy is never stretched.
+
+Examples:
+    python dataset.py                                    # summary of the demo set (class AD, train)
+    python dataset.py --data /data/ADNI --class NC --split test --resolution 128
+    python dataset.py --data /data/nifti --class AD --band 0.4 0.6 --skip-bad
+    python dataset.py --export /tmp/demo_adni --count 200   # demo set as ADNI-layout JPEGs
+    python dataset.py --report                           # CSF / ventricle fractions, AD vs NC
+    python dataset.py --bench --resolution 64            # data pipeline images/s per resolution
+    python dataset.py --class NC --preview /tmp/nc.png   # an image grid of the first 64 slices
+"""
+
+import argparse
+import functools
+import json
+import math
+import os
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
+from torchvision import transforms
+from tqdm import tqdm
+
+CLASSES = ("AD", "NC")
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DEFAULT_BAND = (0.45, 0.65)  # central fraction of the brain's axial extent (from ventricles' floor to their bodies)
+DEMO_VERSION = 2  # bump when the demo generator changes, so stale caches are not reused
+DEMO_RES = 256
+DEMO_COUNT = {"train": 2000, "test": 500}  # per class
+DEMO_SLICES_PER_SUBJECT = 10
+DEMO_FOV_MM = 230.0  # field of view of a demo slice; the template has 1 mm voxels
+EXPORT_HEIGHT = 240  # ADNI slices are 256 wide x 240 high
+
+
+class DataError(ValueError):
+    """Bad data input; str(e) is ONE line naming the path/flag and what to do."""
+
+
+@dataclass(eq=False)
+class SliceSet:
+    """Decoded slices of one class and split, uint8 (N, 1, R, R) on the CPU."""
+
+    images: torch.Tensor
+    subjects: list[str]  # subject id per image
+    class_name: str
+    split: str
+    source: str  # one human-readable line
+    skipped: int = 0  # unreadable files skipped with skip_bad=True
+    _by_res: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        n, c, h, w = self.images.shape
+        assert self.images.dtype == torch.uint8 and c == 1 and h == w, (self.images.dtype, self.images.shape)
+        assert len(self.subjects) == n, (len(self.subjects), n)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def resolution(self) -> int:
+        return self.images.shape[-1]
+
+    def at_resolution(self, res: int) -> torch.Tensor:
+        """uint8 (N, 1, res, res), area-downsampled from `images` and cached; res divides R by a power of two."""
+        factor = self.resolution // res if res > 0 else 0
+        if factor < 1 or factor * res != self.resolution or factor & (factor - 1):
+            raise ValueError(f"resolution {res} is not a power-of-two divisor of {self.resolution}")
+        if factor == 1:
+            return self.images
+        if res not in self._by_res:
+            out = torch.empty(len(self), 1, res, res, dtype=torch.uint8)
+            for i in range(0, len(self), 1024):  # chunks keep the float copy small
+                out[i:i + 1024] = F.avg_pool2d(self.images[i:i + 1024].float(), factor).round_().to(torch.uint8)
+            self._by_res[res] = out
+        return self._by_res[res]
+
+
+# ---------------------------------------------------------------- per-image pre-processing
+
+class SquareGray:
+    """PIL image -> 8-bit grayscale ('L'), zero-padded to a centred square, so anatomy is never stretched."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float scans: scale to 0..255, not clip
+            a = np.asarray(img, dtype=np.float32)
+            img = Image.fromarray(np.round(a * (255.0 / max(float(a.max()), 1e-8))).clip(0, 255).astype(np.uint8))
+        img = img.convert("L")
+        w, h = img.size
+        if w == h:
+            return img
+        side = max(w, h)
+        square = Image.new("L", (side, side), 0)
+        square.paste(img, ((side - w) // 2, (side - h) // 2))
+        return square
+
+    def __repr__(self) -> str:
+        return "SquareGray()"
+
+
+def _square_uint8(img: Image.Image, res: int) -> np.ndarray:
+    """Any PIL image -> uint8 (res, res): grayscale, pad to square, antialiased bilinear resize (as torchvision)."""
+    img = SquareGray()(img)
+    if img.size != (res, res):
+        img = img.resize((res, res), Image.BILINEAR)
+    return np.asarray(img)
+
+
+def design_transform(resolution: int) -> transforms.Compose:
+    """The design's pipeline for one PIL image -> float (1, R, R) in [-1, 1]; `prepare_batch` is its batched twin."""
+    return transforms.Compose([
+        SquareGray(),
+        transforms.Resize((resolution, resolution), antialias=True),
+        transforms.ToTensor(),
+        transforms.RandomHorizontalFlip(0.5),
+        transforms.Normalize((0.5,), (0.5,)),
+    ])
+
+
+def prepare_batch(x: torch.Tensor, generator: torch.Generator | None = None, flip: bool = True) -> torch.Tensor:
+    """uint8 (B, 1, r, r) on any device -> float32 in [-1, 1] on that device, each image flipped left-right with p=0.5.
+
+    Flip decisions are drawn on the CPU from `generator`, so a seed gives the same batch on any device.
+    """
+    assert x.dtype == torch.uint8 and x.ndim == 4, (x.dtype, x.shape)
+    if flip:
+        flips = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(-1), x)
+    return x.float().div_(127.5).sub_(1.0)  # (v / 255 - 0.5) / 0.5
+
+
+# ---------------------------------------------------------------- folders: ADNI slices and NIfTI volumes
+
+def _natural_key(path: Path):
+    """Sort key with numbers compared as numbers, so S2_9 comes before S2_10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _class_dir(root: Path, class_name: str, split: str) -> tuple[Path, bool]:
+    """The folder holding one class: ROOT/<split>/<CLASS> if present, else ROOT/<CLASS>; also says if split applied."""
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist; pass --data with an existing folder, or --data demo")
+    if not root.is_dir():
+        raise DataError(f"--data {root} is a file, not a folder; "
+                        f"pass the folder that holds {split}/{class_name}/ or {class_name}/")
+    for folder, by_split in ((root / split / class_name, True), (root / class_name, False)):
+        if folder.is_dir():
+            return folder, by_split
+    raise DataError(f"found neither {root / split / class_name} nor {root / class_name}; "
+                    f"arrange the data as ROOT/{{train,test}}/{{AD,NC}}/ or ROOT/{{AD,NC}}/ and pass --data ROOT")
+
+
+def _read_image(path: Path, res: int) -> np.ndarray:
+    """uint8 (1, res, res) from one image file."""
+    with Image.open(path) as img:
+        img.load()
+        return _square_uint8(img, res)[None]
+
+
+def _axial_band(foreground: np.ndarray, band: tuple[float, float]) -> tuple[float, float]:
+    """(lo, hi) axial indices: the `band` fraction of the extent of slices with >= 10% of the largest foreground."""
+    area = foreground.sum(axis=(0, 1))
+    z = np.nonzero(area >= 0.1 * area.max())[0]
+    return z[0] + band[0] * (z[-1] - z[0]), z[0] + band[1] * (z[-1] - z[0])
+
+
+def _read_volume(path: Path, res: int, band: tuple[float, float]) -> np.ndarray:
+    """uint8 (k, res, res) axial slices of a 3D volume's central band: RAS, 0.5/99.5 percentile clip, anterior up."""
+    img = nib.load(path)
+    if img.ndim == 4 and img.shape[3] == 1:
+        img = img.slicer[..., 0]
+    if img.ndim != 3:
+        raise DataError(f"{path} has shape {img.shape}, not a 3D volume; "
+                        f"keep one 3D T1 volume per file, or pass --skip-bad")
+    img = nib.as_closest_canonical(img)
+    vol = img.get_fdata(dtype=np.float32)
+    lo = np.percentile(vol, 0.5)  # the background level, or below it negative outliers
+    inside = vol[vol > lo]
+    if inside.size == 0:
+        raise DataError(f"{path} is blank (one value everywhere); remove it, or pass --skip-bad")
+    hi = np.percentile(inside, 99.5)  # bright outliers (vessels, fat) must not darken the brain
+    vol = np.clip((vol - lo) / max(hi - lo, 1e-8), 0, 1)
+    z_lo, z_hi = _axial_band(vol > 0.1, band)
+    zx, zy = (float(z) for z in img.header.get_zooms()[:2])
+    slices = []
+    for z in range(math.ceil(z_lo), math.floor(z_hi) + 1):
+        pil = Image.fromarray(np.round(np.rot90(vol[:, :, z]) * 255).astype(np.uint8))  # rows: anterior first
+        if zx != zy:  # non-square voxels: resample to physical proportions before padding
+            finest = min(zx, zy)
+            pil = pil.resize((round(pil.width * zx / finest), round(pil.height * zy / finest)), Image.BILINEAR)
+        slices.append(_square_uint8(pil, res))
+    return np.stack(slices) if slices else np.zeros((0, res, res), np.uint8)
+
+
+def _load_folder(root: Path, class_name: str, split: str, res: int, band, skip_bad: bool) -> SliceSet:
+    folder, by_split = _class_dir(root, class_name, split)
+    suffixes = IMAGE_SUFFIXES + NIFTI_SUFFIXES
+    files = sorted((p for p in folder.rglob("*")  # hidden files (macOS "._x.jpeg" and the like) are not slices
+                    if p.is_file() and p.name.lower().endswith(suffixes) and not p.name.startswith(".")),
+                   key=lambda p: _natural_key(p.relative_to(folder)))
+    volumes = [p for p in files if _is_nifti(p)]
+    if not files:
+        raise DataError(f"class folder {folder} holds no {'/'.join(suffixes)} files; "
+                        f"put the {class_name} slices or volumes there")
+    if volumes and len(volumes) != len(files):
+        raise DataError(f"class folder {folder} mixes images and NIfTI volumes; keep one kind per folder")
+    read = functools.partial(_read_volume, res=res, band=band) if volumes else functools.partial(_read_image, res=res)
+
+    def attempt(path):
+        try:
+            return read(path), None
+        except DataError as e:
+            return None, e
+        except Exception as e:  # any decoder failure means the file is unreadable
+            detail = str(e).splitlines()[0] if str(e) else "no detail"
+            return None, DataError(f"cannot read {path} ({type(e).__name__}: {detail}); "
+                                   f"fix or remove the file, or pass --skip-bad to skip unreadable files")
+
+    chunks, subjects, skipped = [], [], 0
+    pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1))  # PIL and zlib release the GIL while decoding
+    try:
+        for path, (slices, error) in tqdm(zip(files, pool.map(attempt, files)), total=len(files),
+                                          desc=f"decoding {folder}", disable=None, leave=False):
+            if error is not None and not skip_bad:
+                raise error
+            skipped += error is not None
+            stem = path.name[:-len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+            if slices is not None and len(slices):
+                chunks.append(slices)
+                subjects += [stem if volumes else stem.rsplit("_", 1)[0]] * len(slices)
+    finally:
+        pool.shutdown(cancel_futures=True)  # on an error, do not decode the rest first
+    if not chunks:
+        raise DataError(f"no readable slices in {folder} ({skipped} unreadable files skipped); check the files there")
+    images = np.empty((len(subjects), 1, res, res), np.uint8)
+    start = 0
+    for i, chunk in enumerate(chunks):  # copy and release chunk by chunk: peak memory stays ~1x the data
+        images[start:start + len(chunk), 0] = chunk
+        start += len(chunk)
+        chunks[i] = None
+    images = torch.from_numpy(images)
+    details = [f"{len(volumes) - skipped} volumes, band {band[0]:.2f}-{band[1]:.2f}"] if volumes else []
+    details.append(f"{len(images)} slices")
+    details += [f"{skipped} unreadable files skipped"] if skipped else []
+    details += [] if by_split else [f"no {split}/ folder, so --split is ignored"]
+    kind = "NIfTI" if volumes else "ADNI"
+    return SliceSet(images, subjects, class_name, split, f"{kind} folder {folder} ({', '.join(details)})", skipped)
+
+
+# ---------------------------------------------------------------- demo set from the MNI152 template
+
+@dataclass
+class _Template:
+    volume: torch.Tensor  # (1, 4, Z, Y, X): T1, brain mask, grey matter, depth below CSF/outside in mm
+    centre: tuple[float, float]  # x, y voxel of the brain's centre
+    ventricles: tuple[float, float]  # x, y voxel of the lateral ventricles' centroid in the band
+    z_band: tuple[float, float]  # axial voxel range of the band
+    csf_level: float  # T1 intensity of CSF
+
+
+@functools.lru_cache(maxsize=1)
+def _template(band: tuple[float, float]) -> _Template:
+    """MNI152 1 mm T1, brain mask and GM/WM maps shipped with nilearn (no download), prepared for sampling."""
+    from nilearn import datasets  # slow import; only the demo set needs it
+    loaders = (datasets.load_mni152_template, datasets.load_mni152_brain_mask,
+               datasets.load_mni152_gm_template, datasets.load_mni152_wm_template)
+    t1, mask, gm, wm = (nib.as_closest_canonical(f(resolution=1)).get_fdata(dtype=np.float32) for f in loaders)
+    csf = np.clip(mask - gm - wm, 0, 1)
+    depth = ndimage.distance_transform_edt((csf < 0.5) & (mask > 0.5)).astype(np.float32)
+    z_lo, z_hi = _axial_band(mask > 0.5, band)
+    xs, ys, _ = np.nonzero(mask > 0.5)
+    cx, cy = (xs.min() + xs.max()) / 2.0, (ys.min() + ys.max()) / 2.0
+    vx, vy, _ = np.nonzero(csf[:, :, math.ceil(z_lo):math.floor(z_hi) + 1] > 0.5)
+    central = (np.abs(vx - cx) < 20) & (np.abs(vy - cy) < 40)  # the lateral ventricles, not the sulci
+    volume = torch.from_numpy(np.stack([t1, mask, gm, depth])).permute(0, 3, 2, 1)[None].contiguous()
+    return _Template(volume, (float(cx), float(cy)), (float(vx[central].mean()), float(vy[central].mean())),
+                     (float(z_lo), float(z_hi)), float(np.median(t1[csf > 0.9])))
+
+
+def _uniform(gen, lo, hi, *shape):
+    return lo + (hi - lo) * torch.rand(*shape, generator=gen)
+
+
+def _smooth_field(gen, n: int, channels: int, grid: int, size: int) -> torch.Tensor:
+    """Smooth random field (n, channels, size, size): grid x grid normal noise upsampled bicubically."""
+    return F.interpolate(torch.randn(n, channels, grid, grid, generator=gen), size=(size, size), mode="bicubic",
+                         align_corners=True)
+
+
+def _rotation(yaw, pitch, roll) -> torch.Tensor:
+    """(S, 3, 3) rotations about z (in-plane), x and y (tilt of the slice plane), angles in radians."""
+    c, s, o, i = torch.cos, torch.sin, torch.zeros_like(yaw), torch.ones_like(yaw)
+    rz = torch.stack([c(yaw), -s(yaw), o, s(yaw), c(yaw), o, o, o, i], -1).view(-1, 3, 3)
+    rx = torch.stack([i, o, o, o, c(pitch), -s(pitch), o, s(pitch), c(pitch)], -1).view(-1, 3, 3)
+    ry = torch.stack([c(roll), o, s(roll), o, i, o, -s(roll), o, c(roll)], -1).view(-1, 3, 3)
+    return rz @ rx @ ry
+
+
+def _demo_subjects(tpl: _Template, gen: torch.Generator, n_subjects: int, class_name: str) -> torch.Tensor:
+    """uint8 (n_subjects * DEMO_SLICES_PER_SUBJECT, 1, 256, 256): axial slices of randomly deformed subjects."""
+    S, K, R = n_subjects, DEMO_SLICES_PER_SUBJECT, DEMO_RES
+    # One anatomy per subject: pose, scale, elastic warp, and for AD an atrophy severity.
+    angles = torch.deg2rad(_uniform(gen, -1, 1, S, 3) * torch.tensor([10.0, 3.0, 3.0]))
+    rot = _rotation(*angles.unbind(1))
+    scale = torch.exp(_uniform(gen, -0.07, 0.07, S))
+    shift = _uniform(gen, -5, 5, S, 2)
+    L = R // 4  # the warp is smooth: compute it on an L x L grid, then upsample
+    elastic = _smooth_field(gen, S, 2, 6, L).permute(0, 2, 3, 1) * 2.5  # mm, (S, L, L, 2)
+    if class_name == "AD":
+        severity = _uniform(gen, 0.25, 1.0, S)
+        expand, erode = 0.12 + 0.28 * severity, 0.6 + 1.6 * severity  # ventricle expansion, cortical erosion in mm
+    else:  # healthy variation of ventricle size, no atrophy
+        expand, erode = _uniform(gen, -0.08, 0.08, S), torch.zeros(S)
+    erode_map = erode.view(S, 1, 1) * (1 + 0.4 * _smooth_field(gen, S, 1, 4, R)[:, 0]).clamp(min=0)
+    # K slices per subject, evenly through the band with jitter.
+    z = tpl.z_band[0] + (torch.arange(K) + torch.rand(S, K, generator=gen)) / K * (tpl.z_band[1] - tpl.z_band[0])
+
+    each = functools.partial(torch.repeat_interleave, repeats=K, dim=0)
+    step = DEMO_FOV_MM / L
+    u = (torch.arange(L) + 0.5 - L / 2) * step  # mm; columns run to the subject's right
+    v = (L / 2 - torch.arange(L) - 0.5) * step  # rows run from anterior to posterior
+    plane = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], -1)  # (L, L, 2) as (u, v)
+    p = (plane + elastic) * scale.view(S, 1, 1, 1)
+    p = torch.cat([p, torch.zeros(S, L, L, 1)], -1)
+    q = each(torch.einsum("sij,shwj->shwi", rot, p))  # (B, L, L, 3) offsets from the slice centre, mm
+    q[..., :2] += each(torch.tensor(tpl.centre) + shift).view(-1, 1, 1, 2)
+    q[..., 2] += z.reshape(-1, 1, 1)
+    # Atrophy 1: enlarged ventricles, a smooth radial pull towards their centroid (no folding while |expand| < 1),
+    # fading over ~18 mm across and ~32 mm front to back, the lateral ventricles' shape.
+    d = q[..., :2] - torch.tensor(tpl.ventricles)
+    g = torch.exp(-0.5 * ((d[..., 0] / 18.0) ** 2 + (d[..., 1] / 32.0) ** 2))
+    q[..., :2] -= each(expand).view(-1, 1, 1, 1) * d * g[..., None]
+
+    size = torch.tensor(tpl.volume.shape[2:][::-1], dtype=torch.float32)  # X, Y, Z
+    q = F.interpolate(q.permute(0, 3, 1, 2), size=(R, R), mode="bilinear").permute(0, 2, 3, 1)
+    grid = (q / (size - 1) * 2 - 1)[None]  # (1, B, R, R, 3): every slice is one depth plane of a single sample
+    t1, mask, gm, depth = F.grid_sample(tpl.volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+    # Atrophy 2: widened sulci and thinner cortex, grey matter within `erode` mm of CSF becomes CSF.
+    lost = gm * (each(erode_map) - depth).clamp(0, 1)
+    t1 = t1 * (1 - lost) + tpl.csf_level * lost
+    # Scanner variation per slice: bias field, contrast, gamma, noise.
+    B = S * K
+    t1 = t1 * torch.exp(0.12 * _smooth_field(gen, B, 1, 4, R)[:, 0]) * torch.exp(_uniform(gen, -0.08, 0.08, B, 1, 1))
+    t1 = t1.clamp(0, 1) ** torch.exp(_uniform(gen, -0.2, 0.2, B, 1, 1))
+    t1 = t1 + _uniform(gen, 0.005, 0.03, B, 1, 1) * torch.randn(B, R, R, generator=gen) * mask
+    return (t1.clamp(0, 1) * 255).round().to(torch.uint8)[:, None]
+
+
+def _cache_dir(cache_dir: str | None) -> Path:
+    return Path(cache_dir or os.environ.get("BRAIN_STYLEGAN_CACHE") or Path.home() / ".cache" / "brain-stylegan")
+
+
+def build_demo(class_name: str, split: str, count: int, seed: int, band: tuple[float, float]) -> torch.Tensor:
+    """uint8 (count, 1, 256, 256) demo slices, bit-identical for the same arguments, torch build and thread count.
+
+    (Another thread count changes about 1 pixel in 40,000 by one grey level: float rounding in vectorised ops.)
+    """
+    tpl = _template(tuple(band))
+    gen = torch.Generator().manual_seed(4 * seed + 2 * SPLITS.index(split) + CLASSES.index(class_name))
+    n_subjects = math.ceil(count / DEMO_SLICES_PER_SUBJECT)
+    progress = tqdm(range(0, n_subjects, 6), desc=f"building demo {class_name}/{split}", disable=None, leave=False)
+    chunks = [_demo_subjects(tpl, gen, min(6, n_subjects - i), class_name) for i in progress]
+    return torch.cat(chunks)[:count]
+
+
+def _read_cache(path: Path, count: int) -> torch.Tensor | None:
+    """The cached demo slices, or None if the cache is absent or unusable (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        images = torch.load(path, weights_only=True)
+    except Exception as e:  # truncated or foreign file: any failure means rebuild
+        print(f"warning: ignoring unreadable demo cache {path} ({type(e).__name__}); rebuilding it", file=sys.stderr)
+        return None
+    usable = isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+    return images if usable and images.shape == (count, 1, DEMO_RES, DEMO_RES) else None
+
+
+def _load_demo(class_name, split, res, count, seed, cache_dir, band) -> SliceSet:
+    if res > DEMO_RES:
+        raise DataError(f"--resolution {res} is above the demo set's {DEMO_RES}; pass --resolution {DEMO_RES} or lower")
+    if count < 1:
+        raise DataError(f"--count {count}: the demo set needs at least 1 slice; pass a positive --count")
+    path = _cache_dir(cache_dir) / (f"demo-v{DEMO_VERSION}-{class_name}-{split}-n{count}-s{seed}"
+                                    f"-b{band[0]:.3f}-{band[1]:.3f}.pt")
+    images = _read_cache(path, count)
+    if images is None:
+        images = build_demo(class_name, split, count, seed, band)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is atomic
+            torch.save(images, tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            print(f"warning: cannot cache the demo set in {path.parent} ({e}); it will be rebuilt next time",
+                  file=sys.stderr)
+    subjects = [f"demo-{split}-{class_name}-{i // DEMO_SLICES_PER_SUBJECT:04d}" for i in range(count)]
+    demo = SliceSet(images, subjects, class_name, split, "")
+    return SliceSet(demo.at_resolution(res), subjects, class_name, split,
+                    f"demo set from the MNI152 template ({count} slices, seed {seed})")
+
+
+def load_slices(data: str | None, class_name: str, split: str = "train", resolution: int = 256, *,
+                skip_bad: bool = False, demo_count: int | None = None, seed: int = 0,
+                cache_dir: str | None = None, band: tuple[float, float] = DEFAULT_BAND) -> SliceSet:
+    """All slices of one class and split at `resolution`, from the demo set (data None or 'demo') or a folder.
+
+    A folder holds ADNI slices (.jpeg/.jpg/.png) or NIfTI volumes (.nii/.nii.gz) in ROOT/<split>/<CLASS>/, or in
+    ROOT/<CLASS>/ (split then ignored). The demo set is built at 256 and cached in `cache_dir`, else
+    $BRAIN_STYLEGAN_CACHE, else ~/.cache/brain-stylegan.
+    """
+    if class_name not in CLASSES:
+        raise DataError(f"--class {class_name!r} is not a known class; pass --class AD or --class NC")
+    if split not in SPLITS:
+        raise DataError(f"--split {split!r} is not a known split; pass --split train or --split test")
+    if not (4 <= resolution <= 1024 and resolution & (resolution - 1) == 0):
+        raise DataError(f"--resolution {resolution} is not a power of two in 4..1024; pass e.g. --resolution 256")
+    if not 0 <= band[0] < band[1] <= 1:
+        raise DataError(f"--band {band[0]} {band[1]} is not a range inside 0..1; pass e.g. --band 0.45 0.65")
+    band = (float(band[0]), float(band[1]))
+    if data is None or data == "demo":
+        return _load_demo(class_name, split, resolution, demo_count or DEMO_COUNT[split], seed, cache_dir, band)
+    return _load_folder(Path(data), class_name, split, resolution, band, skip_bad)
+
+
+# ---------------------------------------------------------------- measuring atrophy
+
+def _brain_and_csf(img: np.ndarray, dark: float) -> tuple[np.ndarray, np.ndarray]:
+    """One slice's brain mask (foreground, holes filled) and CSF (brain darker than `dark` x its 98th percentile)."""
+    brain = ndimage.binary_fill_holes(img > 0.08 * max(np.percentile(img, 99.5), 1))
+    csf = brain & (img < dark * np.percentile(img[brain], 98)) if brain.any() else brain
+    return brain, csf
+
+
+def csf_fraction(images_uint8: torch.Tensor, dark: float = 0.45) -> torch.Tensor:
+    """(N,) fraction of each slice's brain area that is CSF: dark pixels inside the filled brain mask.
+
+    Meant for skull-stripped T1 slices (the demo set): ventricles and sulci widen with atrophy, so AD > NC.
+    """
+    out = []
+    for img in images_uint8[:, 0].numpy():
+        brain, csf = _brain_and_csf(img, dark)
+        out.append(csf.sum() / max(brain.sum(), 1))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def ventricle_fraction(images_uint8: torch.Tensor, dark: float = 0.45) -> torch.Tensor:
+    """(N,) `csf_fraction` within the central box of the brain (middle 30% of its width, 50% of its height)."""
+    out = []
+    for img in images_uint8[:, 0].numpy():
+        brain, csf = _brain_and_csf(img, dark)
+        rows, cols = np.nonzero(brain)
+        if rows.size == 0:
+            out.append(0.0)
+            continue
+        (r0, r1), (c0, c1) = np.percentile(rows, (0, 100)), np.percentile(cols, (0, 100))
+        box = (slice(int(r0 + 0.25 * (r1 - r0)), int(r0 + 0.75 * (r1 - r0)) + 1),
+               slice(int(c0 + 0.35 * (c1 - c0)), int(c0 + 0.65 * (c1 - c0)) + 1))
+        out.append(csf[box].sum() / max(brain[box].sum(), 1))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+# ---------------------------------------------------------------- command line
+
+def export_demo(out_dir: str, count: int | None, seed: int, force: bool, cache_dir: str | None = None,
+                band: tuple[float, float] = DEFAULT_BAND) -> int:
+    """Write the demo set as 256x240 JPEGs OUT/{train,test}/{AD,NC}/<subject>_<slice>.jpeg; returns the file count."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--export {out} is a file; pass a new or empty folder")
+    if out.is_dir() and any(p.is_file() for p in out.rglob("*")) and not force:
+        raise DataError(f"--export {out} already holds files; pass an empty folder, or add --force to write into it")
+    written, top = 0, (DEMO_RES - EXPORT_HEIGHT) // 2
+    for split in SPLITS:
+        for class_name in CLASSES:
+            s = load_slices("demo", class_name, split, DEMO_RES, demo_count=count, seed=seed, cache_dir=cache_dir,
+                            band=band)
+            folder = out / split / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            slice_no = {}
+            for img, subject in zip(s.images[:, 0, top:top + EXPORT_HEIGHT].numpy(), s.subjects):
+                slice_no[subject] = slice_no.get(subject, -1) + 1
+                Image.fromarray(img).save(folder / f"{subject}_{slice_no[subject]:02d}.jpeg", quality=95)
+                written += 1
+    return written
+
+
+def _report(count: int, seed: int, cache_dir: str | None, band) -> None:
+    stats = {}
+    for class_name in CLASSES:
+        s = load_slices("demo", class_name, "train", DEMO_RES, demo_count=count, seed=seed, cache_dir=cache_dir,
+                        band=band)
+        stats[class_name] = {"CSF": csf_fraction(s.images), "ventricle": ventricle_fraction(s.images)}
+    print(f"demo set, {count} slices per class at {DEMO_RES}x{DEMO_RES}, seed {seed}: "
+          f"fraction of the brain area that is CSF")
+    print(f"{'measure':<10} {'AD mean ± std':>18} {'NC mean ± std':>18} {'AD - NC':>9} {'/ pooled std':>13} "
+          f"{'/ std error':>11}")
+    for measure in ("CSF", "ventricle"):
+        ad, nc = stats["AD"][measure], stats["NC"][measure]
+        diff = (ad.mean() - nc.mean()).item()
+        pooled = math.sqrt((ad.var().item() + nc.var().item()) / 2)
+        std_error = math.sqrt((ad.var().item() + nc.var().item()) / count)  # of the difference of means
+        print(f"{measure:<10} {ad.mean():>9.4f} ± {ad.std():.4f} {nc.mean():>9.4f} ± {nc.std():.4f} "
+              f"{diff:>9.4f} {diff / pooled:>13.2f} {diff / std_error:>11.1f}")
+
+
+def _bench(slices: SliceSet, batch: int, device: str, seconds: float = 0.5) -> None:
+    gen = torch.Generator().manual_seed(0)
+    res = 4
+    while res <= slices.resolution:
+        x = slices.at_resolution(res)
+        n, start = 0, time.perf_counter()
+        while n < 20 * batch or time.perf_counter() - start < seconds:
+            idx = torch.randint(len(x), (batch,), generator=gen)
+            prepare_batch(x.index_select(0, idx).to(device, non_blocking=True), gen)
+            n += batch
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        print(json.dumps({"res": res, "batch": batch, "images_per_s": round(n / (time.perf_counter() - start)),
+                          "threads": torch.get_num_threads()}), flush=True)
+        res *= 2
+
+
+def _summary(s: SliceSet, seconds: float) -> None:
+    hist = torch.bincount(s.images.flatten(), minlength=256).double()  # exact stats without a float copy of the set
+    p, v = hist / hist.sum(), torch.arange(256, dtype=torch.float64)
+    mean = (p * v).sum()
+    used = torch.nonzero(hist)[:, 0]
+    print(f"source:     {s.source}")
+    print(f"class:      {s.class_name}, split {s.split}, {len(s)} slices from {len(set(s.subjects))} subjects")
+    print(f"shape:      {tuple(s.images.shape)} uint8, {s.images.numel() / 2**20:.1f} MiB, loaded in {seconds:.1f} s")
+    print(f"intensity:  mean {mean:.1f}, std {(p * (v - mean) ** 2).sum().sqrt():.1f}, min {used[0]}, max {used[-1]} "
+          f"(0..255), background (0) {p[0]:.1%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="demo", help="'demo' (default) or a folder of ADNI slices or NIfTI volumes")
+    p.add_argument("--class", dest="class_name", default="AD", help="diagnosis class: AD or NC")
+    p.add_argument("--split", default="train", help="train or test")
+    p.add_argument("--resolution", type=int, default=256, help="final square resolution, a power of two")
+    p.add_argument("--count", type=int, default=None,
+                   help="demo slices per class and split (default 2000 train / 500 test; --report: 300 per class)")
+    p.add_argument("--seed", type=int, default=0, help="demo set seed")
+    p.add_argument("--band", type=float, nargs=2, default=DEFAULT_BAND, metavar=("LO", "HI"),
+                   help="axial band of the brain's extent to take slices from (NIfTI and demo)")
+    p.add_argument("--cache-dir", default=None,
+                   help="demo cache folder (default $BRAIN_STYLEGAN_CACHE, else ~/.cache/brain-stylegan)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable files and report how many, instead of stopping")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--export", metavar="DIR",
+                      help="write the demo set as 256x240 JPEGs in the ADNI layout under DIR")
+    mode.add_argument("--report", action="store_true", help="compare CSF and ventricle area fractions of demo AD vs NC")
+    mode.add_argument("--bench", action="store_true",
+                      help="print the data pipeline's images/s at each resolution as JSON lines")
+    mode.add_argument("--preview", metavar="PNG", help="save a grid of the first 64 slices to PNG")
+    p.add_argument("--force", action="store_true", help="with --export: write into a folder that already holds files")
+    p.add_argument("--batch", type=int, default=32, help="with --bench: batch size")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="with --bench: device")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.export:
+            n = export_demo(args.export, args.count, args.seed, args.force, args.cache_dir, tuple(args.band))
+            print(f"wrote {n} JPEGs under {args.export}")
+        elif args.report:
+            _report(args.count or 300, args.seed, args.cache_dir, tuple(args.band))
+        else:
+            start = time.perf_counter()
+            s = load_slices(args.data, args.class_name, args.split, args.resolution, skip_bad=args.skip_bad,
+                            demo_count=args.count, seed=args.seed, cache_dir=args.cache_dir, band=tuple(args.band))
+            if s.skipped:
+                print(f"skipped {s.skipped} unreadable files (--skip-bad)", file=sys.stderr)
+            if args.bench:
+                _bench(s, args.batch, args.device)
+            elif args.preview:
+                from torchvision.utils import save_image
+                save_image(s.images[:64].float() / 255, args.preview, nrow=8)
+                print(f"saved {min(64, len(s))} slices of {s.source} to {args.preview}")
+            else:
+                _summary(s, time.perf_counter() - start)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
