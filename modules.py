@@ -346,7 +346,11 @@ class Generator(nn.Module):
 # ----------------------------------------------------------------------------- critic
 
 class MinibatchStdDev(nn.Module):
-    """Append one channel: the average (over features and pixels) of the per-group stddev."""
+    """Append one channel: the average (over features and pixels) of the per-group stddev.
+
+    Groups are runs of consecutive images, so a batch made of [reals; fakes] (each a
+    multiple of the group size) never mixes the two in one group.
+    """
 
     def __init__(self, group_size: int = 4):
         super().__init__()
@@ -357,11 +361,11 @@ class MinibatchStdDev(nn.Module):
         g = min(self.group_size, n)
         while n % g:  # largest group size <= group_size that divides the batch
             g -= 1
-        y = x.float().reshape(g, n // g, c, h, w)          # group members along dim 0
-        y = (y - y.mean(dim=0)).pow(2).mean(dim=0)          # variance over the group
+        y = x.float().reshape(n // g, g, c, h, w)           # (groups, members, ...)
+        y = (y - y.mean(dim=1, keepdim=True)).pow(2).mean(dim=1)  # variance over each group
         y = (y + 1e-8).sqrt().mean(dim=(1, 2, 3))           # (n/g,) one value per group
-        y = y.to(x.dtype).repeat(g)[:, None, None, None]    # back to (n, 1, 1, 1), member i -> group i % (n/g)
-        return torch.cat([x, y.expand(n, 1, h, w)], dim=1)
+        y = y.to(x.dtype).repeat_interleave(g)              # member i -> group i // g
+        return torch.cat([x, y.view(n, 1, 1, 1).expand(n, 1, h, w)], dim=1)
 
 
 class Critic(nn.Module):

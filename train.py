@@ -222,8 +222,9 @@ class Trainer:
                 m.to(memory_format=torch.channels_last)
         # The mapping network's 0.01 learning rate lives in its layers' lr_mul (equalized LR),
         # so one Adam per network is right: a param group at lr * 0.01 would apply it twice.
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+        # fused Adam: one kernel per step instead of a few per parameter (CPU and CUDA)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.g_fwd, self.d_fwd = self.G, self.D
@@ -273,8 +274,10 @@ class Trainer:
             with torch.no_grad():
                 fake = self._generate(n, step, alpha)
             with self.autocast():
-                d_real = self.d_fwd(real, step, alpha)
-                d_fake = self.d_fwd(fake, step, alpha)
+                if n % self.model_cfg.mbstd_group == 0:  # one critic call; stddev groups stay apart
+                    d_real, d_fake = self.d_fwd(torch.cat([real, fake]), step, alpha).split(n)
+                else:
+                    d_real, d_fake = self.d_fwd(real, step, alpha), self.d_fwd(fake, step, alpha)
             eps = torch.rand(n, device=self.device)
             gp = gradient_penalty(lambda x: self._critic_autocast(x, step, alpha), real, fake, eps,
                                   grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
@@ -306,10 +309,8 @@ class Trainer:
         if self.cfg.ema_rampup > 0:
             half_life = min(half_life, images_seen * self.cfg.ema_rampup)
         beta = 0.5 ** (global_batch / max(half_life, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - beta)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
+        torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
 
     def state(self) -> dict:
         return {"generator": self.G.state_dict(), "critic": self.D.state_dict(),

@@ -106,12 +106,21 @@ def test_minibatch_stddev_matches_hand_computation():
     out = MinibatchStdDev(group_size=2)(x)
     assert out.shape == (4, 4, 2, 2)
     torch.testing.assert_close(out[:, :3], x)
-    # groups of 2 are (0, 2) and (1, 3): member i is in group i % (N / G)
-    for i, j in [(0, 2), (1, 3)]:
+    # groups of 2 are consecutive images: (0, 1) and (2, 3)
+    for i, j in [(0, 1), (2, 3)]:
         pair = torch.stack([x[i], x[j]])
         std = torch.sqrt(((pair - pair.mean(0)) ** 2).mean(0) + 1e-8).mean()
         assert torch.allclose(out[i, 3], std.expand(2, 2))
         assert torch.allclose(out[j, 3], std.expand(2, 2))
+
+
+def test_minibatch_stddev_keeps_reals_and_fakes_apart():
+    torch.manual_seed(0)
+    mbstd = MinibatchStdDev(group_size=4)
+    real, fake = torch.randn(8, 2, 4, 4), 5 * torch.randn(8, 2, 4, 4)
+    both = mbstd(torch.cat([real, fake]))
+    torch.testing.assert_close(both[:8], mbstd(real))
+    torch.testing.assert_close(both[8:], mbstd(fake))
 
 
 def test_minibatch_stddev_odd_batch_uses_a_divisor():
