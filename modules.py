@@ -4,7 +4,8 @@ Everything that defines the architecture lives here; train.py, predict.py,
 embedding.py and evaluate.py import it and never re-declare sizes.
 
     python modules.py                  # parameter counts of every preset
-    python -c "import modules; g = modules.load_generator('runs/AD/checkpoint.pt'); print(g(torch.randn(4, g.z_dim)).shape)"
+    python -c "import modules, torch; g = modules.load_generator('runs/AD/checkpoint.pt'); \
+               print(g(torch.randn(4, g.z_dim)).shape)"
 
 Vocabulary (StyleGAN, Karras et al. 2019; ProGAN, Karras et al. 2018):
 - equalized learning rate: weights are stored N(0, 1) and scaled at run time by
@@ -426,14 +427,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def save_image_grid(images: torch.Tensor, path: str, nrow: int, border: int = 1) -> None:
-    """Write images in [-1, 1] as one grayscale PNG grid with a thin black border between cells."""
+def save_image_grid(images: torch.Tensor, path: str, nrow: int, border: int = 1, border_value: int = 160) -> None:
+    """Write images in [-1, 1] as one grayscale PNG grid with a thin grey border between cells
+    (grey, not black, so that cells stay apart on MRI's black background)."""
     from PIL import Image  # only the scripts that write images need Pillow
 
     pix = to_uint8(images)[:, 0]  # (N, H, W), first channel (grayscale)
     n, h, w = pix.shape
     ncol = math.ceil(n / nrow)
-    grid = torch.zeros(border + ncol * (h + border), border + nrow * (w + border), dtype=torch.uint8)
+    grid = torch.full((border + ncol * (h + border), border + nrow * (w + border)), border_value, dtype=torch.uint8)
     for i in range(n):
         r, c = divmod(i, nrow)
         y, x = border + r * (h + border), border + c * (w + border)
@@ -494,10 +496,15 @@ def load_generator(path: str, device: str | torch.device = "cpu") -> Generator:
     `class_name` set; g(z) gives images in [-1, 1] of shape (N, C, g.resolution, g.resolution).
     """
     state = load_checkpoint(path, map_location="cpu")
-    g = Generator(ModelConfig.from_dict(state["model_config"]))
-    g.load_state_dict(state["generator_ema"])
-    g.step, g.alpha = int(state["step"]), float(state["alpha"])
-    g.class_name = state["class_name"]
+    try:
+        g = Generator(ModelConfig.from_dict(state["model_config"]))
+        g.load_state_dict(state["generator_ema"])
+        g.step, g.alpha = int(state["step"]), float(state["alpha"])
+        g.class_name = state["class_name"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} has a damaged generator ({type(e).__name__}: {first}); "
+                              "re-train or pick another file") from None
     return g.to(device).eval().requires_grad_(False)
 
 

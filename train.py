@@ -604,10 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--class", dest="class_name", required=True, choices=["AD", "NC"],
                    help="diagnosis class to train: AD (Alzheimer's disease) or NC (normal control)")
-    p.add_argument("--data", default=None, help="ADNI slice folder or NIfTI folder; omitted or 'demo' = built-in demo set")
+    p.add_argument("--data", default=None,
+                   help="ADNI slice folder or NIfTI folder; omitted or 'demo' = built-in demo set")
     p.add_argument("--preset", choices=sorted(modules.PRESETS), default=None,
                    help="architecture and schedule: full (256px, GPU), quick (64px, CPU minutes), tiny (tests)")
-    p.add_argument("--resolution", type=int, default=None, help="final resolution (power of two); default: the preset's")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="final resolution (power of two); default: the preset's")
     p.add_argument("--out", default=None, help="run folder (default runs/<CLASS>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
@@ -616,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stable-kimg", type=float, default=None, help="images per stabilisation phase")
     g.add_argument("--fade-kimg", type=float, default=None, help="images per fade-in phase")
     g.add_argument("--final-kimg", type=float, default=None, help="stabilisation at the final resolution")
-    g.add_argument("--stop-kimg", type=float, default=None, help="stop with a checkpoint at this many kimg (resume later)")
+    g.add_argument("--stop-kimg", type=float, default=None,
+                   help="stop with a checkpoint at this many kimg (resume later)")
     g.add_argument("--batch", type=_res_map(int), default=None,
                    help="global batch size, one number or per resolution like 4:64,8:64,16:32")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate of both networks")

@@ -286,6 +286,12 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
     with pytest.raises(modules.CheckpointError, match="unreadable") as e:
         modules.load_generator(str(bad))
     assert "\n" not in str(e.value)
+    damaged = tmp_path / "damaged.pt"
+    torch.save({"format": modules.CHECKPOINT_FORMAT, "version": modules.CHECKPOINT_VERSION,
+                "model_config": preset("tiny").to_dict(), "generator_ema": {}}, damaged)
+    with pytest.raises(modules.CheckpointError, match="damaged generator") as e:
+        modules.load_generator(str(damaged))
+    assert "\n" not in str(e.value)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(modules.CheckpointError, match="not a checkpoint of this project"):
@@ -316,4 +322,4 @@ def test_image_grid_layout(tmp_path):
     grid = torch.from_numpy(__import__("numpy").array(Image.open(path)))
     assert grid.shape == (1 + 2 * 5, 1 + 3 * 5)  # 2 rows, 3 columns of 4 px + 1 px borders
     assert grid[1, 1] == 0 and grid[6, 11] == 255  # first cell -1 -> 0, last cell +1 -> 255
-    assert (grid[0] == 0).all() and (grid[:, 5] == 0).all()  # borders
+    assert (grid[0] == 160).all() and (grid[:, 5] == 160).all()  # grey borders

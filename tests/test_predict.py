@@ -1,0 +1,165 @@
+"""predict.py on tiny checkpoints made here: files, grid layout, reproducibility, bad input."""
+import inspect
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import modules
+import predict
+from conftest import ROOT
+from test_modules import _checkpoint
+
+RES, BORDER = 16, 1  # the tiny preset's resolution; save_image_grid's border
+CELL = RES + BORDER
+
+
+def make_checkpoint(path, class_name: str, seed: int) -> str:
+    """A tiny checkpoint as train.py would write it: noise that matters and a tracked average w."""
+    torch.manual_seed(seed)
+    cfg = modules.preset("tiny")
+    g, d = modules.Generator(cfg), modules.Critic(cfg)
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, modules.NoiseInjection):
+                m.weight.fill_(0.3)
+        g.mapping.w_avg.copy_(g.mapping(torch.randn(256, cfg.z_dim)).mean(0))
+    state = _checkpoint(g, d, cfg, step=cfg.max_step, alpha=1.0)
+    state["class_name"] = class_name
+    modules.save_checkpoint(state, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {cls: make_checkpoint(root / cls / "checkpoint.pt", cls, seed=i) for i, cls in enumerate(predict.CLASSES)}
+
+
+def run(ckpts, out, *flags):
+    predict.main(["--ad", ckpts["AD"], "--nc", ckpts["NC"], "--out", str(out), *map(str, flags)])
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.mode == "L"
+        return np.array(im)
+
+
+def cell(grid: np.ndarray, row: int, col: int) -> np.ndarray:
+    y, x = BORDER + row * CELL, BORDER + col * CELL
+    return grid[y:y + RES, x:x + RES]
+
+
+def test_grids_and_single_images(ckpts, tmp_path):
+    run(ckpts, tmp_path, "--n", 3)
+    for cls in predict.CLASSES:
+        grid = pixels(tmp_path / f"{cls}_images.png")
+        assert grid.shape == (9 * CELL + BORDER,) * 2 == (154, 154)  # 9x9 cells of 16 px + 1 px borders
+        border = inspect.signature(modules.save_image_grid).parameters["border_value"].default
+        assert (grid[0] == border).all() and (grid[:, CELL] == border).all()  # borders
+        singles = sorted(p.name for p in (tmp_path / cls).iterdir())
+        assert singles == ["seed0000.png", "seed0001.png", "seed0002.png"]
+        for k in range(3):  # single image k is grid cell k, byte for byte
+            np.testing.assert_array_equal(pixels(tmp_path / cls / f"seed{k:04d}.png"), cell(grid, 0, k))
+        assert len({cell(grid, r, c).tobytes() for r in range(9) for c in range(9)}) == 81
+    assert not (pixels(tmp_path / "AD_images.png") == pixels(tmp_path / "NC_images.png")).all()
+
+
+def grid_bytes(folder) -> bytes:
+    return (folder / "AD_images.png").read_bytes()
+
+
+def test_same_seed_same_bytes_other_seed_other_image(ckpts, tmp_path):
+    run(ckpts, tmp_path / "a", "--seed", "0-80")
+    run(ckpts, tmp_path / "b", "--seed", "0-80")
+    run(ckpts, tmp_path / "c", "--seed", "100")
+    run(ckpts, tmp_path / "d", "--seed", "100-103", "--grid", 2)
+    assert grid_bytes(tmp_path / "a") == grid_bytes(tmp_path / "b")
+    assert grid_bytes(tmp_path / "a") != grid_bytes(tmp_path / "c")
+    # a single seed k means k, k+1, ...: the 2x2 grid of 100-103 is the top-left of --seed 100's grid
+    c, d = pixels(tmp_path / "c" / "AD_images.png"), pixels(tmp_path / "d" / "AD_images.png")
+    np.testing.assert_array_equal(cell(d, 1, 0), cell(c, 0, 2))
+
+
+def test_random_noise_is_seeded_by_the_image_seed(ckpts, tmp_path):
+    for name, noise in [("const", "const"), ("r1", "random"), ("r2", "random")]:
+        run(ckpts, tmp_path / name, "--noise", noise, "--grid", 3)
+    assert grid_bytes(tmp_path / "r1") == grid_bytes(tmp_path / "r2") != grid_bytes(tmp_path / "const")
+
+
+def test_psi_zero_makes_every_cell_the_average_image(ckpts, tmp_path):
+    run(ckpts, tmp_path, "--psi", 0)
+    grid = pixels(tmp_path / "AD_images.png")
+    assert len({cell(grid, r, c).tobytes() for r in range(9) for c in range(9)}) == 1
+    assert cell(grid, 0, 0).std() > 0  # an image, not a blank
+
+
+def test_interpolation_and_style_mixing(ckpts, tmp_path):
+    run(ckpts, tmp_path, "--interpolate", 4, 7, "--frames", 5, "--mix", "0-2", "5-6")
+    grid = pixels(tmp_path / "AD_images.png")
+    strip = pixels(tmp_path / "AD_interpolation.png")
+    assert strip.shape == (CELL + BORDER, 5 * CELL + BORDER)
+    np.testing.assert_array_equal(cell(strip, 0, 0), cell(grid, 0, 4))  # ends are the two seeds' images
+    np.testing.assert_array_equal(cell(strip, 0, 4), cell(grid, 0, 7))
+    mix = pixels(tmp_path / "AD_mixing.png")
+    assert mix.shape == (3 * CELL + BORDER, 4 * CELL + BORDER)  # header row + 2 LEFT seeds, corner + 3 TOP seeds
+    assert (cell(mix, 0, 0) == 0).all()  # blank corner
+    for j in range(3):
+        np.testing.assert_array_equal(cell(mix, 0, j + 1), cell(grid, 0, j))  # top row: seeds 0-2
+    g = modules.load_generator(ckpts["AD"])
+    for i, seed in enumerate([5, 6]):
+        np.testing.assert_array_equal(cell(mix, i + 1, 0), cell(grid, 0, seed))  # left column: seeds 5, 6
+        for j in range(3):  # styles of 4x4 and 8x8 (layers 0-3) from the top seed, 16x16 from the left one
+            z_top, z_left = modules.latents_for_seeds([j, seed], g.z_dim)
+            want = g(z_top[None], z_mix=z_left[None], crossover=4, noise_mode="const")
+            np.testing.assert_array_equal(cell(mix, i + 1, j + 1), modules.to_uint8(want)[0, 0].numpy())
+            assert (cell(mix, i + 1, j + 1) != cell(grid, 0, j)).any()
+
+
+def test_one_class_alone_and_grid_zero(ckpts, tmp_path):
+    predict.main(["--nc", ckpts["NC"], "--out", str(tmp_path), "--grid", "0", "--n", "2"])
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["seed0000.png", "seed0001.png"]
+    assert pixels(tmp_path / "NC" / "seed0001.png").shape == (RES, RES)
+
+
+def error_of(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        predict.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_bad_input_gives_one_line_errors(ckpts, tmp_path, capsys):
+    err = error_of(capsys, ["--ad", ckpts["NC"], "--out", str(tmp_path)])
+    assert "--ad" in err and "class NC" in err and "--nc" in err
+    missing = str(tmp_path / "runs" / "AD" / "checkpoint.pt")
+    err = error_of(capsys, ["--ad", missing, "--out", str(tmp_path)])
+    assert missing in err and "python train.py --class AD" in err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(open(ckpts["AD"], "rb").read()[:2000])  # a file cut short
+    assert "unreadable" in error_of(capsys, ["--ad", str(corrupt), "--out", str(tmp_path)])
+    (tmp_path / "a_file").write_text("x")
+    err = error_of(capsys, ["--ad", ckpts["AD"], "--out", str(tmp_path / "a_file" / "sub")])
+    assert "cannot write" in err and "a_file" in err
+    assert "needs 81" in error_of(capsys, ["--ad", ckpts["AD"], "--out", str(tmp_path), "--seed", "0-9"])
+    assert "--crossover" in error_of(capsys, ["--ad", ckpts["AD"], "--out", str(tmp_path),
+                                              "--mix", "0", "1", "--crossover", "16"])
+    assert list(tmp_path.glob("*.png")) == []  # nothing written by a refused run
+
+
+def test_command_line_exit_codes(ckpts, tmp_path):
+    cmd = [sys.executable, "predict.py", "--out", str(tmp_path), "--grid", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ok = subprocess.run(cmd + ["--ad", ckpts["AD"]], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "AD_images.png").exists() and not (tmp_path / "NC_images.png").exists()
+    bad = subprocess.run(cmd + ["--ad", ckpts["NC"]], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: --ad ") and bad.stderr.count("\n") == 1, bad.stderr
