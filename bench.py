@@ -111,7 +111,7 @@ def conv_ceiling(cin: int, cout: int, res: int, batch: int, trainer: train.Train
     dev = trainer.device
     x = torch.randn(batch, cin, res, res, device=dev, requires_grad=True)
     w = torch.randn(cout, cin, 3, 3, device=dev, requires_grad=True)
-    if trainer.cfg.channels_last:
+    if trainer.channels_last:
         x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
 
     def fwd_bwd():

@@ -34,6 +34,9 @@ from modules import Critic, Generator, ModelConfig
 
 # ----------------------------------------------------------------------------- config
 
+class RunError(RuntimeError):
+    """A problem with the run's inputs or state; str() is one line for the user."""
+
 
 @dataclass
 class TrainConfig:
@@ -57,8 +60,8 @@ class TrainConfig:
     style_mixing: float = 0.9              # probability of mixing two z's in a training batch
     ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
-    amp: str = "off"                       # autocast: off, bf16 or fp16
-    channels_last: bool = False
+    amp: str = "off"                       # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
+    channels_last: bool | None = None      # NHWC layout; None = on exactly when autocast is on
     compile: bool = False
     ckpt_every_kimg: float = 50.0          # rewrite checkpoint.pt this often (and at phase ends)
     log_every: int = 10                    # iterations per stats.jsonl line
@@ -77,8 +80,8 @@ TRAIN_PRESETS: dict[str, dict] = {
     "full": dict(stable_kimg=600, fade_kimg=600, final_kimg=600, ema_kimg=10,
                  batch={4: 128, 8: 128, 16: 64, 32: 32, 64: 32, 128: 16, 256: 16},
                  lr_by_res={128: 0.0015, 256: 0.002}, ckpt_every_kimg=50, log_every=10),
-    "quick": dict(stable_kimg=12, fade_kimg=12, final_kimg=24, ema_kimg=1.0, lr=0.002,
-                  batch={4: 64, 8: 64, 16: 32, 32: 32, 64: 16},
+    "quick": dict(stable_kimg=6, fade_kimg=6, final_kimg=10, ema_kimg=1.0, lr=0.002,
+                  batch={4: 64, 8: 64, 16: 32, 32: 32, 64: 32},
                   ckpt_every_kimg=5, log_every=1, plot_every=200),
     "tiny": dict(stable_kimg=0.25, fade_kimg=0.25, final_kimg=0.25, ema_kimg=0.05, lr=0.002,
                  batch={4: 16, 8: 16, 16: 16, 32: 16}, ckpt_every_kimg=0.5, log_every=1,
@@ -203,6 +206,27 @@ def all_reduce_mean(tensors: list[torch.Tensor], d: Dist) -> None:
 
 # ----------------------------------------------------------------------------- trainer
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively (else bf16 autocast is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """'auto' becomes 'bf16' where the device has native bf16, else 'off'."""
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "off"
+    if amp == "fp16" and device.type != "cuda":
+        raise RunError("--amp fp16 needs a CUDA device; use --amp bf16 or off on a CPU")
+    return amp
+
+
 class Trainer:
     """Generator, critic, EMA generator and their optimizers; `train_step` is one iteration.
 
@@ -217,16 +241,19 @@ class Trainer:
         self.D = Critic(model_cfg).to(device)
         self.G_ema = Generator(model_cfg).to(device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
-        if cfg.channels_last:
-            for m in (self.G, self.D, self.G_ema):
-                m.to(memory_format=torch.channels_last)
+
         # The mapping network's 0.01 learning rate lives in its layers' lr_mul (equalized LR),
         # so one Adam per network is right: a param group at lr * 0.01 would apply it twice.
         # fused Adam: one kernel per step instead of a few per parameter (CPU and CUDA)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
-        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.amp = resolve_amp(cfg.amp, device)
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
+        self.channels_last = self.amp != "off" if cfg.channels_last is None else cfg.channels_last
+        if self.channels_last:
+            for m in (self.G, self.D, self.G_ema):
+                m.to(memory_format=torch.channels_last)
         self.g_fwd, self.d_fwd = self.G, self.D
         if cfg.compile:
             self.g_fwd, self.d_fwd = torch.compile(self.G), torch.compile(self.D)
@@ -247,7 +274,7 @@ class Trainer:
         with self.autocast():
             img = self.g_fwd(z, step, alpha, z_mix=z_mix, crossover=cross, update_w_avg=update_w_avg,
                              clamp=False)
-        if self.cfg.channels_last:
+        if self.channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
         return img
 
@@ -297,7 +324,7 @@ class Trainer:
                 "wdist": -loss_w.detach(), "d_real": d_real.detach().float().mean()}
 
     def _critic_autocast(self, x: torch.Tensor, step: int, alpha: float) -> torch.Tensor:
-        if self.cfg.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             return self.d_fwd(x, step, alpha)
@@ -416,10 +443,6 @@ def truncate_stats(path: str, iteration: int) -> None:
 
 # ----------------------------------------------------------------------------- the run
 
-class RunError(RuntimeError):
-    """A problem with the run's inputs or state; str() is one line for the user."""
-
-
 def checkpoint_state(trainer: Trainer, cfg: TrainConfig, images_seen: int, iteration: int,
                      phase: Phase) -> dict:
     rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
@@ -472,7 +495,9 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
             truncate_stats(stats_path, iteration)
     if d.main:
         write_json_atomic({"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg),
-                           "world_size": d.world, "device": str(device)}, os.path.join(cfg.out, "config.json"))
+                           "world_size": d.world, "device": str(device), "amp": trainer.amp,
+                           "channels_last": trainer.channels_last, "threads": torch.get_num_threads()},
+                          os.path.join(cfg.out, "config.json"))
 
     slices = dataset.load_slices(None if cfg.data == "demo" else cfg.data, cfg.class_name, "train",
                                  model_cfg.resolution, skip_bad=cfg.skip_bad, demo_count=cfg.demo_count,
@@ -481,7 +506,7 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
         print(f"data: {slices.source}")
         print(f"class {cfg.class_name}: {len(slices)} training images at {model_cfg.resolution}x{model_cfg.resolution}")
         print(f"device: {device}" + (f" x {d.world} processes" if d.world > 1 else "")
-              + f", amp: {cfg.amp}, out: {cfg.out}")
+              + f", amp: {trainer.amp}, channels_last: {trainer.channels_last}, out: {cfg.out}")
 
     max_step, total = model_cfg.max_step, total_kimg(model_cfg.max_step, cfg)
     stop_kimg = total if cfg.stop_kimg is None else min(cfg.stop_kimg, total)
@@ -515,7 +540,7 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
         reals = []
         for _ in range(cfg.n_critic):
             idx = torch.randint(len(slices), (phase.batch,), generator=data_gen)[d.rank * local:(d.rank + 1) * local]
-            reals.append(real_batch(reals_dev, idx, flip_gen, phase.alpha, cfg.channels_last))
+            reals.append(real_batch(reals_dev, idx, flip_gen, phase.alpha, trainer.channels_last))
 
         losses = trainer.train_step(reals, phase.step, phase.alpha, phase.lr)
         images_seen += phase.batch
@@ -533,7 +558,7 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
             if bad:
                 raise RunError(f"non-finite {bad[0]} at iteration {iteration} ({images_seen / 1000:.2f} kimg); "
                                f"the last good checkpoint is {ckpt_path} ({last_ckpt_kimg:.2f} kimg): "
-                               "resume it with a lower --lr" + (" or --amp off" if cfg.amp != "off" else ""))
+                               "resume it with a lower --lr" + (" or --amp off" if trainer.amp != "off" else ""))
             dt = time.perf_counter() - t_log
             row = {"iteration": iteration, "images_seen": images_seen, "kimg": round(images_seen / 1000, 4),
                    "resolution": phase.resolution, "phase": phase.name, "alpha": round(phase.alpha, 5),
@@ -628,9 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--style-mixing", type=float, default=None, help="style-mixing probability (default 0.9)")
     g.add_argument("--ema-kimg", type=float, default=None, help="EMA half-life of the generator in kimg")
     g = p.add_argument_group("speed and output")
-    g.add_argument("--amp", choices=["off", "bf16", "fp16"], default=None,
-                   help="mixed precision autocast (default off; bf16 recommended on recent GPUs and CPUs)")
-    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory layout")
+    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=None,
+                   help="mixed-precision autocast; auto = bf16 where the GPU or CPU has native bf16 "
+                        "(default off)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout (default: on exactly when autocast is on)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 on a machine others are using)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")
     g.add_argument("--ckpt-every", dest="ckpt_every_kimg", type=float, default=None,
                    help="rewrite checkpoint.pt every this many kimg (also at every phase end)")
@@ -698,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
             state = modules.load_checkpoint(ckpt_path)
         elif os.path.exists(ckpt_path):
             raise RunError(f"{ckpt_path} already exists; pass --resume to continue it, or choose another --out")
+        if args.threads:
+            torch.set_num_threads(args.threads)
         model_cfg, cfg = resolve_config(args, state["train_config"] if state else None)
         if args.preset is None and state is None and not torch.cuda.is_available() and args.device in (None, "cpu"):
             print("note: no GPU found; the full preset (256x256) is slow on a CPU; "

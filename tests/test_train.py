@@ -289,3 +289,16 @@ def test_two_process_data_parallel_keeps_ranks_identical(tmp_path):
     assert (out / "checkpoint.pt").exists()  # written by rank 0
     rows = [json.loads(x) for x in open(out / "stats.jsonl")]
     assert rows[-1]["images_seen"] >= 350 and math.isfinite(rows[-1]["loss_d"])
+
+
+def test_amp_resolution():
+    cpu = torch.device("cpu")
+    assert train.resolve_amp("off", cpu) == "off"
+    assert train.resolve_amp("bf16", cpu) == "bf16"
+    assert train.resolve_amp("auto", cpu) == ("bf16" if train.native_bf16(cpu) else "off")
+    with pytest.raises(train.RunError, match="--amp fp16 needs a CUDA device"):
+        train.resolve_amp("fp16", cpu)
+    t = train.Trainer(modules.preset("tiny"), tiny_cfg(amp="bf16"), cpu)
+    assert t.channels_last and t.amp_dtype == torch.bfloat16  # NHWC follows autocast by default
+    assert t.G.const.is_contiguous(memory_format=torch.channels_last)
+    assert not train.Trainer(modules.preset("tiny"), tiny_cfg(amp="bf16", channels_last=False), cpu).channels_last
