@@ -302,3 +302,17 @@ def test_amp_resolution():
     assert t.channels_last and t.amp_dtype == torch.bfloat16  # NHWC follows autocast by default
     assert t.G.const.is_contiguous(memory_format=torch.channels_last)
     assert not train.Trainer(modules.preset("tiny"), tiny_cfg(amp="bf16", channels_last=False), cpu).channels_last
+
+
+def test_trains_on_an_adni_layout_folder(tmp_path, capsys):
+    """Real data enters by path: the demo set exported as ADNI-style 256x240 JPEGs."""
+    import dataset
+    root = tmp_path / "ADNI"
+    dataset.export_demo(str(root), count=20, seed=1, force=False)
+    out = tmp_path / "run"
+    assert run_main(["--class", "NC", "--data", root, "--out", out, "--preset", "tiny", "--stop-kimg", "0.05",
+                     "--device", "cpu"]) == 0
+    first = capsys.readouterr().out.splitlines()[:2]
+    assert str(root) in first[0] and "20" in first[0]
+    assert first[1].startswith("class NC: 20 training images at 16x16")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]["data"] == str(root)
