@@ -15,7 +15,7 @@ Examples:
     python dataset.py --export /tmp/demo_adni --count 200   # demo set as ADNI-layout JPEGs
     python dataset.py --report                           # CSF / ventricle fractions, AD vs NC
     python dataset.py --bench --resolution 64            # data pipeline images/s per resolution
-    python dataset.py --class NC --preview /tmp/nc.png   # an image grid of the first 64 slices
+    python dataset.py --class NC --preview nc.png        # a 9x9 grid of slices spread over the set
 """
 
 import argparse
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--report", action="store_true", help="compare CSF and ventricle area fractions of demo AD vs NC")
     mode.add_argument("--bench", action="store_true",
                       help="print the data pipeline's images/s at each resolution as JSON lines")
-    mode.add_argument("--preview", metavar="PNG", help="save a grid of the first 64 slices to PNG")
+    mode.add_argument("--preview", metavar="PNG", help="save a 9x9 grid of slices spread over the set to PNG")
     p.add_argument("--force", action="store_true", help="with --export: write into a folder that already holds files")
     p.add_argument("--batch", type=int, default=32, help="with --bench: batch size")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="with --bench: device")
@@ -601,9 +601,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.bench:
                 _bench(s, args.batch, args.device)
             elif args.preview:
-                from torchvision.utils import save_image
-                save_image(s.images[:64].float() / 255, args.preview, nrow=8)
-                print(f"saved {min(64, len(s))} slices of {s.source} to {args.preview}")
+                import modules  # the grid format of train.py's samples and predict.py
+                n = min(81, len(s))
+                pick = torch.linspace(0, len(s) - 1, n).round().long()  # spread over subjects
+                modules.save_image_grid(prepare_batch(s.images[pick], flip=False), args.preview, nrow=9)
+                print(f"saved {n} slices of {s.source} to {args.preview}")
             else:
                 _summary(s, time.perf_counter() - start)
     except DataError as e:
