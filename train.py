@@ -60,7 +60,7 @@ class TrainConfig:
     style_mixing: float = 0.9              # probability of mixing two z's in a training batch
     ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
-    amp: str = "off"                       # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
+    amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
     channels_last: bool | None = None      # NHWC layout; None = on exactly when autocast is on
     compile: bool = False
     ckpt_every_kimg: float = 50.0          # rewrite checkpoint.pt this often (and at phase ends)
@@ -80,7 +80,7 @@ TRAIN_PRESETS: dict[str, dict] = {
     "full": dict(stable_kimg=600, fade_kimg=600, final_kimg=600, ema_kimg=10,
                  batch={4: 128, 8: 128, 16: 64, 32: 32, 64: 32, 128: 16, 256: 16},
                  lr_by_res={128: 0.0015, 256: 0.002}, ckpt_every_kimg=50, log_every=10),
-    "quick": dict(stable_kimg=6, fade_kimg=6, final_kimg=10, ema_kimg=1.0, lr=0.002,
+    "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=8, ema_kimg=1.0, lr=0.002,
                   batch={4: 64, 8: 64, 16: 32, 32: 32, 64: 32},
                   ckpt_every_kimg=5, log_every=1, plot_every=200),
     "tiny": dict(stable_kimg=0.25, fade_kimg=0.25, final_kimg=0.25, ema_kimg=0.05, lr=0.002,
@@ -654,8 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema-kimg", type=float, default=None, help="EMA half-life of the generator in kimg")
     g = p.add_argument_group("speed and output")
     g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=None,
-                   help="mixed-precision autocast; auto = bf16 where the GPU or CPU has native bf16 "
-                        "(default off)")
+                   help="mixed-precision autocast (default auto: bf16 where the GPU or CPU has native bf16, "
+                        "else off)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout (default: on exactly when autocast is on)")
     g.add_argument("--threads", type=int, default=None,
