@@ -369,7 +369,8 @@ def _demo_subjects(tpl: _Template, gen: torch.Generator, n_subjects: int, class_
     return (t1.clamp(0, 1) * 255).round().to(torch.uint8)[:, None]
 
 
-def _cache_dir(cache_dir: str | None) -> Path:
+def cache_folder(cache_dir: str | None = None) -> Path:
+    """Where cached builds live: `cache_dir`, else $BRAIN_STYLEGAN_CACHE, else ~/.cache/brain-stylegan."""
     return Path(cache_dir or os.environ.get("BRAIN_STYLEGAN_CACHE") or Path.home() / ".cache" / "brain-stylegan")
 
 
@@ -404,7 +405,7 @@ def _load_demo(class_name, split, res, count, seed, cache_dir, band) -> SliceSet
         raise DataError(f"--resolution {res} is above the demo set's {DEMO_RES}; pass --resolution {DEMO_RES} or lower")
     if count < 1:
         raise DataError(f"--count {count}: the demo set needs at least 1 slice; pass a positive --count")
-    path = _cache_dir(cache_dir) / (f"demo-v{DEMO_VERSION}-{class_name}-{split}-n{count}-s{seed}"
+    path = cache_folder(cache_dir) / (f"demo-v{DEMO_VERSION}-{class_name}-{split}-n{count}-s{seed}"
                                     f"-b{band[0]:.3f}-{band[1]:.3f}.pt")
     images = _read_cache(path, count)
     if images is None:
