@@ -324,10 +324,12 @@ class Trainer:
                 "wdist": -loss_w.detach(), "d_real": d_real.detach().float().mean()}
 
     def _critic_autocast(self, x: torch.Tensor, step: int, alpha: float) -> torch.Tensor:
+        """The critic for the gradient penalty: always the eager module, because a
+        torch.compile'd graph cannot be differentiated twice."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            return self.d_fwd(x, step, alpha)
+            return self.D(x, step, alpha)
 
     @torch.no_grad()
     def update_ema(self, images_seen: int, global_batch: int) -> None:
