@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import random
 import sys
@@ -552,15 +551,18 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
         n_log += phase.batch
 
         after = schedule(images_seen, max_step, cfg)
-        phase_end = after.index != phase.index or images_seen >= stop_kimg * 1000
-        if iteration % cfg.log_every == 0 or phase_end:
-            vals = _reduce_logged(pending, d)
-            pending = []
-            bad = [k for k, v in vals.items() if not math.isfinite(v)]
+        stopping = images_seen >= stop_kimg * 1000
+        phase_end = after.index != phase.index or stopping
+        due = images_seen / 1000.0 - last_ckpt_kimg >= cfg.ckpt_every_kimg
+        # The losses are checked before anything is saved, so a checkpoint never holds a diverged state.
+        if iteration % cfg.log_every == 0 or phase_end or due:
+            vals, bad = _reduce_logged(pending, d)
             if bad:
-                raise RunError(f"non-finite {bad[0]} at iteration {iteration} ({images_seen / 1000:.2f} kimg); "
+                at = iteration - len(pending) + 1 + bad[0]
+                raise RunError(f"non-finite {bad[1]} at iteration {at} ({images_seen / 1000:.2f} kimg); "
                                f"the last good checkpoint is {ckpt_path} ({last_ckpt_kimg:.2f} kimg): "
                                "resume it with a lower --lr" + (" or --amp off" if trainer.amp != "off" else ""))
+            pending = []
             dt = time.perf_counter() - t_log
             row = {"iteration": iteration, "images_seen": images_seen, "kimg": round(images_seen / 1000, 4),
                    "resolution": phase.resolution, "phase": phase.name, "alpha": round(phase.alpha, 5),
@@ -579,11 +581,10 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
         if bar is not None:
             bar.update(min(phase.batch, round(stop_kimg * 1000) - bar.n))
 
-        due = images_seen / 1000.0 - last_ckpt_kimg >= cfg.ckpt_every_kimg
         if (phase_end or due) and d.main:
-            save_phase = schedule(images_seen, max_step, cfg)
-            modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, save_phase), ckpt_path)
-            if phase_end and after.index != phase.index:
+            if not stopping:  # the end of the run writes its checkpoint below
+                modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, after), ckpt_path)
+            if after.index != phase.index:
                 _write_samples(trainer, grid_z, phase, cfg)
                 if phase.name == "stable":
                     snap = os.path.join(cfg.out, f"snapshot_{phase.resolution}x{phase.resolution}.pt")
@@ -607,12 +608,18 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
     return trainer
 
 
-def _reduce_logged(pending: list[dict], d: Dist) -> dict[str, float]:
-    """Mean of each logged loss over the interval and over processes (one sync)."""
+def _reduce_logged(pending: list[dict], d: Dist) -> tuple[dict[str, float], tuple[int, str] | None]:
+    """Mean of each logged loss over the interval and over processes (one sync), and the
+    (index in `pending`, name) of the first non-finite loss, if any."""
     keys = list(pending[0])
-    t = torch.stack([torch.stack([p[k].float() for k in keys]) for p in pending]).mean(0)
+    rows = torch.stack([torch.stack([p[k].float() for k in keys]) for p in pending])  # (iterations, losses)
+    t = rows.mean(0)
     all_reduce_mean([t], d)
-    return dict(zip(keys, t.tolist()))
+    bad = (~torch.isfinite(rows)).nonzero()
+    first_bad = (int(bad[0, 0]), keys[int(bad[0, 1])]) if len(bad) else None
+    if first_bad is None and not torch.isfinite(t).all():  # another rank diverged
+        first_bad = (len(pending) - 1, keys[int((~torch.isfinite(t)).nonzero()[0, 0])])
+    return dict(zip(keys, t.tolist())), first_bad
 
 
 @torch.no_grad()

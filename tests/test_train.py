@@ -214,7 +214,8 @@ def test_resume_is_exact(tmp_path):
     assert [r["loss_d"] for r in la] == [r["loss_d"] for r in lb]
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("log_every", [1, 7])
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys, log_every):
     real_step = train.Trainer.train_step
     calls = {"n": 0}
 
@@ -226,7 +227,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, 
         return out
     monkeypatch.setattr(train.Trainer, "train_step", poisoned)
     out = tmp_path / "nan"
-    assert run_main(["--class", "AD", "--out", out, *TINY, "--ckpt-every", "0.1"]) == 2
+    assert run_main(["--class", "AD", "--out", out, *TINY, "--ckpt-every", "0.05", "--log-every", log_every]) == 2
     err = capsys.readouterr().err
     assert "non-finite loss_g at iteration 25" in err and "checkpoint" in err
     state = torch.load(out / "checkpoint.pt", weights_only=True)
