@@ -14,3 +14,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # also for the scripts the tests 
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def one_line_error(main, argv, capsys) -> str:
+    """Run a script's main(argv), expect exit code 2 and one 'error: ...' line on stderr; return it."""
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import embedding
-from conftest import ROOT
+from conftest import ROOT, one_line_error
 from test_predict import make_checkpoint
 
 N, N_REAL, DEMO_COUNT = 6, 8, 20  # per class; the demo set has 10 slices per subject
@@ -61,12 +61,7 @@ def test_writes_both_plots_with_their_numbers(ckpts, tmp_path, capsys):
 
 
 def error_of(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as e:
-        embedding.main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    return err
+    return one_line_error(embedding.main, argv, capsys)
 
 
 def test_bad_input_gives_one_line_errors(ckpts, tmp_path, capsys):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import modules
 import predict
-from conftest import ROOT
+from conftest import ROOT, one_line_error
 from test_modules import _checkpoint
 
 RES, BORDER = 16, 1  # the tiny preset's resolution; save_image_grid's border
@@ -128,12 +128,7 @@ def test_one_class_alone_and_grid_zero(ckpts, tmp_path):
 
 
 def error_of(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as e:
-        predict.main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    return err
+    return one_line_error(predict.main, argv, capsys)
 
 
 def test_bad_input_gives_one_line_errors(ckpts, tmp_path, capsys):
