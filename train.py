@@ -97,7 +97,6 @@ class Phase:
     lr: float
     name: str            # 'fade' or 'stable'
     index: int           # phase number 0, 1, ... (0 = 4x4 stable)
-    end_kimg: float      # where this phase ends
     done: bool = False   # training is over
 
     @property
@@ -126,7 +125,7 @@ def schedule(images_seen: int, max_step: int, cfg: TrainConfig) -> Phase:
             res = 4 * 2 ** step
             alpha = min(1.0, (kimg - start) / length) if name == "fade" and length > 0 else 1.0
             return Phase(step, alpha, cfg.batch[res], cfg.lr_by_res.get(res, cfg.lr), name, i,
-                         start + length, done=kimg >= start + length)
+                         done=kimg >= start + length)
         start += length
     raise AssertionError("unreachable")
 
@@ -282,16 +281,16 @@ class Trainer:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        grads = [p.grad for p in net.parameters() if p.grad is not None]
         if self.dist.world > 1:
             self.scaler.unscale_(opt)
-            all_reduce_mean(grads, self.dist)
+            all_reduce_mean([p.grad for p in net.parameters() if p.grad is not None], self.dist)
         self.scaler.step(opt)
         self.scaler.update()
 
     def train_step(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float) -> dict[str, torch.Tensor]:
-        """One iteration: `n_critic` critic updates (one real batch each), one generator
-        update, one EMA update. Returns the losses as 0-dim tensors (no device sync)."""
+        """One iteration: `n_critic` critic updates (one real batch each) and one generator
+        update; the caller then calls `update_ema`. Returns the losses as 0-dim tensors
+        (no device sync)."""
         cfg = self.cfg
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
@@ -426,20 +425,22 @@ def _robust_limits(vals: list[float]) -> tuple[float, float]:
     return lo - pad, hi + pad * 3
 
 
-def write_json_atomic(obj, path: str) -> None:
+def write_text_atomic(text: str, path: str) -> None:
+    """Write a temp file beside `path`, then rename: readers see the old or the new file whole."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(obj, path: str) -> None:
+    write_text_atomic(json.dumps(obj, indent=2), path)
 
 
 def truncate_stats(path: str, iteration: int) -> None:
     """On resume, drop lines a killed run logged after its last checkpoint."""
     rows = [r for r in read_stats(path) if r["iteration"] <= iteration]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(tmp, path)
+    write_text_atomic("".join(json.dumps(r) + "\n" for r in rows), path)
 
 
 # ----------------------------------------------------------------------------- the run
