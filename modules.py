@@ -198,6 +198,8 @@ class AdaIN(nn.Module):
         self.bias = EqualLinear(w_dim, channels, gain=1.0, bias_init=0.0)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        # (Measured: one var_mean + addcmul is slower than the native instance norm, both
+        # ways and in every layout, on CPU.)
         scale = self.scale(w)[:, :, None, None]
         bias = self.bias(w)[:, :, None, None]
         return scale * self.norm(x) + bias
@@ -225,7 +227,7 @@ class NoiseInjection(nn.Module):
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
         else:
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
-        return x + self.weight * noise
+        return torch.addcmul(x, noise, self.weight.to(x.dtype))  # one pass; stays in x's dtype
 
 
 class StyledLayer(nn.Module):

@@ -145,6 +145,29 @@ def test_noise_is_scaled_by_weight_not_added():
     torch.testing.assert_close(out[0, 1], 2.0 * layer.noise_const[0, 0])
 
 
+def test_bf16_autocast_keeps_activations_bf16(cfg):
+    """Under bf16 autocast every layer after the first computes in bf16: an fp32 parameter
+    (the noise weight) must not promote the activations back to fp32."""
+    g, d = Generator(cfg), Critic(cfg)
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, NoiseInjection):
+                m.weight.fill_(0.1)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((type(m).__name__, o.dtype)))
+             for m in list(g.modules()) + list(d.modules())
+             if isinstance(m, (NoiseInjection, AdaIN, EqualConv2d, MinibatchStdDev))]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        score = d(g(torch.randn(4, cfg.z_dim), cfg.max_step, 0.5), cfg.max_step, 0.5)
+    for h in hooks:
+        h.remove()
+    assert score.dtype == torch.bfloat16
+    # the first styled layer works on the fp32 learned constant (no convolution before it)
+    assert [dt for _, dt in seen[:2]] == [torch.float32, torch.float32]
+    promoted = [name for name, dt in seen[2:] if dt != torch.bfloat16]
+    assert not promoted and len(seen) > 10
+
+
 def test_adain_at_init_is_instance_norm():
     torch.manual_seed(0)
     ada = AdaIN(3, 8)
