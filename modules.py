@@ -130,7 +130,10 @@ class EqualLinear(nn.Module):
         self.bias_gain = lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+        bias = self.bias * self.bias_gain if self.bias_gain != 1.0 else self.bias
+        if x.ndim == 2:  # the gain rides in the GEMM's alpha: no weight-sized multiply per call
+            return torch.addmm(bias, x, self.weight.t(), alpha=self.weight_gain)
+        return F.linear(x, self.weight * self.weight_gain, bias)
 
 
 class EqualConv2d(nn.Module):

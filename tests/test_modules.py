@@ -100,6 +100,18 @@ def test_equal_linear_bias_init_and_lr_mul():
     torch.testing.assert_close(out, torch.ones(2, 3))
 
 
+@pytest.mark.parametrize("shape", [(5, 6), (2, 3, 6)])
+def test_equal_linear_is_a_linear_map_with_the_scaled_weight(shape):
+    """2D inputs take the addmm path (gain in the GEMM's alpha), others F.linear: same map."""
+    torch.manual_seed(0)
+    lin = EqualLinear(6, 4, gain=math.sqrt(2), lr_mul=0.01, bias_init=0.5)
+    x = torch.randn(shape)
+    expected = x @ (lin.weight * lin.weight_gain).T + lin.bias * lin.bias_gain
+    torch.testing.assert_close(lin(x), expected)
+    lin(x).sum().backward()  # weight gradient = gain * sum over rows of x
+    torch.testing.assert_close(lin.weight.grad, lin.weight_gain * x.reshape(-1, 6).sum(0).expand(4, 6))
+
+
 def test_minibatch_stddev_matches_hand_computation():
     torch.manual_seed(0)
     x = torch.randn(4, 3, 2, 2)
