@@ -2,7 +2,8 @@
 
     python bench.py --preset full --batch 16 --res 4 8 16 32 64 --precision fp32 bf16
     python bench.py --preset quick --res 4 8 16 32 64             # the CPU demo's widths
-    python bench.py --preset tiny --iters 2 --warmup 1              # a smoke check
+    python bench.py --preset full --batch train --res 4 8         # train.py's own batch sizes
+    python bench.py --preset tiny --iters 2 --warmup 1            # a smoke check
 
 One JSON line per (precision, resolution) with:
   images_per_s     a full iteration (critic step with gradient penalty, generator step, EMA
@@ -10,7 +11,7 @@ One JSON line per (precision, resolution) with:
   gflop_per_image  FLOPs of one real iteration (FlopCounterMode's formulas) / batch;
   gflops           images_per_s * gflop_per_image, the achieved rate;
   ceiling_gflops   the network's largest 3x3 convolution alone, forward + backward, at the same
-                   batch, precision and memory layout, measured in this process;
+                   batch, precision and memory layout, timed in turns with the iteration;
   utilization      gflops / ceiling_gflops;
   data_images_per_s  train.py's data path (index the in-memory set, flip, normalise, fade blend);
   peak_rss_mb      the process's peak resident memory so far.
@@ -59,19 +60,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn, iters: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 class _OpFlopCounter(TorchDispatchMode):
     """FlopCounterMode's per-op formulas (convolutions, their backward, matmuls) without its
     module tracker, whose backward hooks break autograd.grad(create_graph=True) in the
@@ -105,9 +93,9 @@ def largest_conv(model_cfg: modules.ModelConfig, res: int) -> tuple[int, int, in
     return max(convs, key=lambda c: c[0] * c[1] * c[2] ** 2)
 
 
-def conv_ceiling(cin: int, cout: int, res: int, batch: int, trainer: train.Trainer, iters: int,
-                 warmup: int) -> float:
-    """GFLOP/s of one 3x3 convolution, forward + backward (input and weight gradients)."""
+def conv_ceiling(cin: int, cout: int, res: int, batch: int, trainer: train.Trainer):
+    """One 3x3 convolution, forward + backward (input and weight gradients), at the trainer's
+    precision and layout: (a callable that runs it once, its FLOPs)."""
     dev = trainer.device
     x = torch.randn(batch, cin, res, res, device=dev, requires_grad=True)
     w = torch.randn(cout, cin, 3, 3, device=dev, requires_grad=True)
@@ -119,8 +107,24 @@ def conv_ceiling(cin: int, cout: int, res: int, batch: int, trainer: train.Train
             y = F.conv2d(x, w, padding=1)
         y.backward(torch.ones_like(y))
 
-    flops = 3 * 2 * batch * cin * cout * 9 * res * res  # forward, grad input, grad weight
-    return flops / _median_time(fwd_bwd, iters, warmup, dev) / 1e9
+    return fwd_bwd, 3 * 2 * batch * cin * cout * 9 * res * res  # forward, grad input, grad weight
+
+
+def _interleaved_medians(fns, iters: int, warmup: int, device: torch.device) -> list[float]:
+    """Median seconds of each fn, timed in turns (fn0, fn1, fn0, fn1, ...) so that a machine
+    whose speed drifts (shared hosts, turbo) slows all of them alike and their ratio holds."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times = [[] for _ in fns]
+    for _ in range(iters):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def bench_resolution(preset: str, res: int, batch: int, precision: str, channels_last: bool,
@@ -143,9 +147,10 @@ def bench_resolution(preset: str, res: int, batch: int, precision: str, channels
         iteration(trainer, reals, step, alpha, seen[0])
 
     flops = count_flops(one)
-    t_iter = _median_time(one, iters, warmup, device)
-    t_data = _median_time(data, max(iters, 5), warmup, device)
-    ceiling = conv_ceiling(*largest_conv(trainer.model_cfg, res), batch, trainer, iters, warmup)
+    conv, conv_flops = conv_ceiling(*largest_conv(trainer.model_cfg, res), batch, trainer)
+    t_iter, t_conv = _interleaved_medians([one, conv], iters, warmup, device)
+    (t_data,) = _interleaved_medians([data], max(iters, 5), warmup, device)
+    ceiling = conv_flops / t_conv / 1e9
     ips = batch / t_iter
     gflops = ips * flops / batch / 1e9
     row = {"res": res, "batch": batch, "precision": precision, "channels_last": channels_last,
@@ -155,10 +160,23 @@ def bench_resolution(preset: str, res: int, batch: int, precision: str, channels
     return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}
 
 
+def _batch_arg(text: str) -> int | str:
+    if text == "train":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive number of images nor 'train'")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(modules.PRESETS), default="full", help="network widths to benchmark")
-    p.add_argument("--batch", type=int, default=16, help="images per iteration")
+    p.add_argument("--batch", type=_batch_arg, default=16,
+                   help="images per iteration, or 'train': train.py's batch for each resolution of the preset")
     p.add_argument("--res", type=int, nargs="+", default=None,
                    help="resolutions to benchmark (default: every resolution of the preset up to 64)")
     p.add_argument("--precision", nargs="+", choices=sorted(PRECISIONS), default=["fp32", "bf16"],
@@ -183,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     for precision in args.precision:
         cl = {"on": True, "off": False, "auto": precision != "fp32"}[args.channels_last]
         for res in res_list:
-            row = bench_resolution(args.preset, res, args.batch, precision, cl, device, slices,
-                                   args.iters, args.warmup)
+            batch = train.TRAIN_PRESETS[args.preset]["batch"][res] if args.batch == "train" else args.batch
+            row = bench_resolution(args.preset, res, batch, precision, cl, device,
+                                   slices, args.iters, args.warmup)
             print(json.dumps(row), flush=True)
     return 0
 

@@ -24,6 +24,28 @@ def test_bench_prints_one_json_line_per_resolution_and_precision(capsys):
     assert rows[1]["gflop_per_image"] > rows[0]["gflop_per_image"]  # 8x8 costs more than 4x4
 
 
+def test_batch_train_uses_train_py_batch_per_resolution(capsys):
+    assert bench.main(["--preset", "tiny", "--res", "4", "8", "--precision", "fp32",
+                       "--iters", "1", "--warmup", "0", "--batch", "train"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    tiny = bench.train.TRAIN_PRESETS["tiny"]["batch"]
+    assert [(r["res"], r["batch"]) for r in rows] == [(4, tiny[4]), (8, tiny[8])]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "big"])
+def test_bad_batch_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--preset", "tiny", "--batch", value])
+    assert e.value.code == 2 and "--batch" in capsys.readouterr().err
+
+
+def test_interleaved_medians_time_each_function_in_turns():
+    calls = []
+    meds = bench._interleaved_medians([lambda: calls.append("a"), lambda: calls.append("b")],
+                                      iters=3, warmup=1, device=torch.device("cpu"))
+    assert calls == ["a", "b"] + ["a", "b"] * 3 and len(meds) == 2 and all(m >= 0 for m in meds)
+
+
 def test_bench_rejects_resolutions_outside_the_preset(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--preset", "tiny", "--res", "64"])
