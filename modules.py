@@ -146,8 +146,48 @@ class EqualConv2d(nn.Module):
         self.weight_gain = gain / math.sqrt(in_channels * kernel_size ** 2)
         self.padding = kernel_size // 2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
+    def forward(self, x: torch.Tensor, penalty: bool = False) -> torch.Tensor:
+        """penalty=True: this call is differentiated with respect to x only, with
+        create_graph, and then again (the gradient penalty); see _ConvForPenalty."""
+        weight = self.weight * self.weight_gain
+        if not penalty:
+            return F.conv2d(x, weight, self.bias, padding=self.padding)
+        bias = self.bias
+        if torch.is_autocast_enabled(x.device.type):  # autocast does not reach inside a Function
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+        return _ConvForPenalty.apply(x, weight, bias, self.padding)
+
+
+class _ConvForPenalty(torch.autograd.Function):
+    """conv2d for the gradient penalty's critic call, whose scores are differentiated with
+    respect to the input (create_graph) and the result again.
+
+    Through F.conv2d, d/dW of grad_x D(x) is ATen's convolution double backward, which
+    computes it as a convolution whose kernel is the whole feature map: oneDNN runs that
+    several times slower than its backward-weights kernel. Here the first backward (grad
+    mode on, as create_graph sets it) returns the input gradient only, as conv_transpose2d,
+    whose own backward is the fast kernel. The second backward (grad mode off) returns
+    input, weight and bias gradients from one convolution_backward: the terms that reach
+    the weights through the activations, e.g. via the minibatch stddev.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return F.conv2d(x, weight, bias, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        p = ctx.padding
+        if torch.is_grad_enabled():  # the penalty's first backward: only grad_x is asked for
+            return F.conv_transpose2d(grad, weight, padding=p), None, None, None
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[0]], [1, 1], [p, p], [1, 1], False, [0, 0], 1,
+            list(ctx.needs_input_grad[:3]))
+        return gx, gw, gb, None
 
 
 class PixelNorm(nn.Module):
@@ -395,25 +435,30 @@ class Critic(nn.Module):
         self.final_fc = EqualLinear(c4 * 16, c4)
         self.final_out = EqualLinear(c4, 1, gain=1.0)
 
-    def _block(self, s: int, x: torch.Tensor) -> torch.Tensor:
+    def _block(self, s: int, x: torch.Tensor, penalty: bool) -> torch.Tensor:
         conv1, conv2 = self.blocks[s]
-        x = F.leaky_relu(conv1(x), LRELU_SLOPE)
-        x = F.leaky_relu(conv2(x), LRELU_SLOPE)
+        x = F.leaky_relu(conv1(x, penalty), LRELU_SLOPE)
+        x = F.leaky_relu(conv2(x, penalty), LRELU_SLOPE)
         return downsample2x(x)
 
-    def _from_image(self, s: int, img: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.from_image[s](img), LRELU_SLOPE)
+    def _from_image(self, s: int, img: torch.Tensor, penalty: bool) -> torch.Tensor:
+        return F.leaky_relu(self.from_image[s](img, penalty), LRELU_SLOPE)
 
-    def forward(self, img: torch.Tensor, step: int, alpha: float = 1.0) -> torch.Tensor:
-        """img (N, C, r, r) with r = 4 * 2**step -> scores (N,)."""
+    def forward(self, img: torch.Tensor, step: int, alpha: float = 1.0, penalty: bool = False) -> torch.Tensor:
+        """img (N, C, r, r) with r = 4 * 2**step -> scores (N,).
+
+        penalty=True for the gradient penalty's call: the scores are then differentiated
+        with respect to img only (create_graph), and the result again; the convolutions
+        take a path whose double backward is fast (_ConvForPenalty).
+        """
         assert img.shape[-1] == 4 * 2 ** step, f"image size {img.shape[-1]} does not match step {step}"
-        x = self._from_image(step, img)
+        x = self._from_image(step, img, penalty)
         for s in range(step, 0, -1):
-            x = self._block(s, x)
+            x = self._block(s, x, penalty)
             if s == step and alpha < 1.0:  # fade-in: blend with the downsampled image's path
-                x = torch.lerp(self._from_image(s - 1, downsample2x(img)), x, alpha)
+                x = torch.lerp(self._from_image(s - 1, downsample2x(img), penalty), x, alpha)
         x = self.mbstd(x)
-        x = F.leaky_relu(self.final_conv(x), LRELU_SLOPE)
+        x = F.leaky_relu(self.final_conv(x, penalty), LRELU_SLOPE)
         x = F.leaky_relu(self.final_fc(x.flatten(1)), LRELU_SLOPE)
         return self.final_out(x).squeeze(1)
 

@@ -327,7 +327,7 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            return self.D(x, step, alpha)
+            return self.D(x, step, alpha, penalty=True)
 
     @torch.no_grad()
     def update_ema(self, images_seen: int, global_batch: int) -> None:

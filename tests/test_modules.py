@@ -245,6 +245,30 @@ def _active(name: str, step: int) -> bool:
     return True  # mapping, const, the critic's final block
 
 
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_penalty_path_gives_the_same_gradient_penalty_and_weight_gradients(cfg, alpha):
+    """Critic(penalty=True) changes how the double backward is computed, not what: the same
+    grad_x D(x), the same penalty, the same gradients for every parameter (float64)."""
+    torch.manual_seed(0)
+    d = Critic(cfg).double()
+    x = torch.randn(4, 1, 16, 16, dtype=torch.float64)
+    out = {}
+    for penalty in (False, True):
+        d.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(d(xi, cfg.max_step, alpha, penalty=penalty).sum(), xi, create_graph=True)
+        gp = (g.flatten(1).norm(dim=1) - 1).pow(2).mean()
+        gp.backward()
+        out[penalty] = g.detach(), gp.detach(), {n: p.grad for n, p in d.named_parameters() if p.grad is not None}
+    (g0, gp0, gr0), (g1, gp1, gr1) = out[False], out[True]
+    torch.testing.assert_close(g1, g0)
+    torch.testing.assert_close(gp1, gp0)
+    convs = {n for n in gr0 if n.endswith("weight") and gr0[n].dim() == 4}
+    assert convs and convs <= set(gr1)  # every convolution weight gets its gradient
+    for n in gr0:
+        torch.testing.assert_close(gr1.get(n, torch.zeros_like(gr0[n])), gr0[n], rtol=1e-7, atol=1e-10)
+
+
 def test_gradients_reach_exactly_the_active_layers(cfg):
     torch.manual_seed(0)
     g, d = Generator(cfg), Critic(cfg)
