@@ -128,8 +128,10 @@ def _interleaved_medians(fns, iters: int, warmup: int, device: torch.device) -> 
 
 
 def bench_resolution(preset: str, res: int, batch: int, precision: str, channels_last: bool,
-                     device: torch.device, slices: dataset.SliceSet, iters: int, warmup: int) -> dict:
+                     device: torch.device, slices: dataset.SliceSet, iters: int, warmup: int,
+                     penalty_path: str = "fast") -> dict:
     trainer = make_trainer(preset, batch, precision, channels_last, device)
+    trainer.penalty_path = penalty_path == "fast"
     step = int(res).bit_length() - 3
     alpha = 0.5 if step > 0 else 1.0
     images = slices.at_resolution(res).to(device)
@@ -154,6 +156,7 @@ def bench_resolution(preset: str, res: int, batch: int, precision: str, channels
     ips = batch / t_iter
     gflops = ips * flops / batch / 1e9
     row = {"res": res, "batch": batch, "precision": precision, "channels_last": channels_last,
+           "penalty_path": penalty_path,
            "images_per_s": ips, "gflop_per_image": flops / batch / 1e9, "gflops": gflops,
            "ceiling_gflops": ceiling, "utilization": gflops / ceiling, "data_images_per_s": batch / t_data,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -183,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="fp32, or bf16/fp16 autocast (fp16 only on CUDA)")
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="NHWC layout; auto = on for bf16/fp16, off for fp32 (train.py's default)")
+    p.add_argument("--penalty-path", choices=["fast", "plain"], default="fast",
+                   help="the gradient penalty's critic call: train.py's path (fast) or plain F.conv2d, "
+                        "whose double backward is ATen's (for comparing the two on your hardware)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per resolution (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -203,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         for res in res_list:
             batch = train.TRAIN_PRESETS[args.preset]["batch"][res] if args.batch == "train" else args.batch
             row = bench_resolution(args.preset, res, batch, precision, cl, device,
-                                   slices, args.iters, args.warmup)
+                                   slices, args.iters, args.warmup, args.penalty_path)
             print(json.dumps(row), flush=True)
     return 0
 

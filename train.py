@@ -253,6 +253,7 @@ class Trainer:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
         self.g_fwd, self.d_fwd = self.G, self.D
+        self.penalty_path = True  # the critic's fast double-backward path for the penalty (bench.py compares)
         if cfg.compile:
             self.g_fwd, self.d_fwd = torch.compile(self.G), torch.compile(self.D)
 
@@ -327,7 +328,7 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            return self.D(x, step, alpha, penalty=True)
+            return self.D(x, step, alpha, penalty=self.penalty_path)
 
     @torch.no_grad()
     def update_ema(self, images_seen: int, global_batch: int) -> None:

@@ -46,6 +46,18 @@ def test_interleaved_medians_time_each_function_in_turns():
     assert calls == ["a", "b"] + ["a", "b"] * 3 and len(meds) == 2 and all(m >= 0 for m in meds)
 
 
+def test_penalty_paths_do_the_same_work(capsys):
+    """--penalty-path plain times the penalty through F.conv2d (ATen's double backward): the
+    same FLOPs as train.py's path, so their images/s compare like for like."""
+    rows = {}
+    for path in ("fast", "plain"):
+        assert bench.main(["--preset", "tiny", "--res", "16", "--precision", "fp32", "--iters", "1",
+                           "--warmup", "0", "--batch", "4", "--penalty-path", path]) == 0
+        (rows[path],) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert rows[path]["penalty_path"] == path
+    assert rows["plain"]["gflop_per_image"] == pytest.approx(rows["fast"]["gflop_per_image"], rel=0.01)
+
+
 def test_bench_rejects_resolutions_outside_the_preset(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--preset", "tiny", "--res", "64"])
