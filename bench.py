@@ -49,12 +49,6 @@ def make_trainer(preset: str, batch: int, precision: str, channels_last: bool,
     return train.Trainer(model_cfg, cfg, device)
 
 
-def iteration(trainer: train.Trainer, reals: torch.Tensor, step: int, alpha: float, images_seen: int) -> None:
-    """One training iteration as train.run performs it."""
-    trainer.train_step([reals], step, alpha, trainer.cfg.lr)
-    trainer.update_ema(images_seen, reals.shape[0])
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -146,7 +140,7 @@ def bench_resolution(preset: str, res: int, batch: int, precision: str, channels
 
     def one():
         seen[0] += batch
-        iteration(trainer, reals, step, alpha, seen[0])
+        trainer.iterate([reals], step, alpha, trainer.cfg.lr, seen[0], batch)
 
     flops = count_flops(one)
     conv, conv_flops = conv_ceiling(*largest_conv(trainer.model_cfg, res), batch, trainer)

@@ -226,7 +226,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
 
 
 class Trainer:
-    """Generator, critic, EMA generator and their optimizers; `train_step` is one iteration.
+    """Generator, critic, EMA generator and their optimizers; `iterate` is one iteration.
 
     Gradients are averaged across processes by hand rather than by DistributedDataParallel,
     because the gradient penalty needs a double backward, which DDP's reducer does not follow.
@@ -290,7 +290,7 @@ class Trainer:
 
     def train_step(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float) -> dict[str, torch.Tensor]:
         """One iteration: `n_critic` critic updates (one real batch each) and one generator
-        update; the caller then calls `update_ema`. Returns the losses as 0-dim tensors
+        update; `iterate` adds the EMA update. Returns the losses as 0-dim tensors
         (no device sync)."""
         cfg = self.cfg
         self.G.requires_grad_(False)
@@ -321,6 +321,14 @@ class Trainer:
         self.G.requires_grad_(False)
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "gp": gp.detach(),
                 "wdist": -loss_w.detach(), "d_real": d_real.detach().float().mean()}
+
+    def iterate(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float, images_seen: int,
+                global_batch: int) -> dict[str, torch.Tensor]:
+        """One training iteration as `run` performs it (and bench.py times it): `train_step`,
+        then the EMA update; `images_seen` counts this iteration's `global_batch` images."""
+        losses = self.train_step(reals, step, alpha, lr)
+        self.update_ema(images_seen, global_batch)
+        return losses
 
     def _critic_autocast(self, x: torch.Tensor, step: int, alpha: float) -> torch.Tensor:
         """The critic for the gradient penalty: always the eager module, because a
@@ -545,10 +553,9 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
             idx = torch.randint(len(slices), (phase.batch,), generator=data_gen)[d.rank * local:(d.rank + 1) * local]
             reals.append(real_batch(reals_dev, idx, flip_gen, phase.alpha, trainer.channels_last))
 
-        losses = trainer.train_step(reals, phase.step, phase.alpha, phase.lr)
         images_seen += phase.batch
         iteration += 1
-        trainer.update_ema(images_seen, phase.batch)
+        losses = trainer.iterate(reals, phase.step, phase.alpha, phase.lr, images_seen, phase.batch)
         pending.append(losses)
         n_log += phase.batch
 
