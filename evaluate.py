@@ -28,8 +28,6 @@ import json
 import math
 import os
 import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,31 +35,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 from torchmetrics.image.fid import FrechetInceptionDistance  # not re-exported without torch-fidelity
-from torchmetrics.image.kid import KernelInceptionDistance
 
 import dataset
+import metrics
 import modules
 import predict
+from metrics import (BATCH, KID_SUBSET_SIZE, KID_SUBSETS, KNN_K, MEMO_PERCENTILE, MIN_RES,  # noqa: F401 (re-exported)
+                     MSSSIM_PAIRS, PIXEL_RES, SWD_DIRS, SWD_PATCH, SWD_PATCHES, SWD_REPEATS, Audit, _batches,
+                     _device, frechet_distance, kernel_distance, knn_precision_recall, laplacian_pyramid,
+                     memorization_audit, ms_ssim_diversity, msssim_settings, nearest, pixels, pyr_up,
+                     sliced_wasserstein, swd, with_mirrors)
 from predict import InputError
 
 CLASSES = dataset.CLASSES
 ENCODER_FORMAT = "brain-stylegan-encoder"
 ENCODER_VERSION = 1
-MIN_RES = 16                # SWD's coarsest pyramid level
-SWD_PATCH = 7               # neighbourhood side (ProGAN)
-SWD_PATCHES = 128           # neighbourhoods per image and level
-SWD_REPEATS, SWD_DIRS = 4, 128   # 4 x 128 = 512 random directions
-KNN_K = 3                   # Kynkaanniemi et al. 2019
-MSSSIM_PAIRS = 1000         # random pairs for the diversity score
-MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # fine -> coarse (Wang et al. 2003)
-KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
-MEMO_PERCENTILE = 1.0       # generated images nearer than this percentile of held-out reals are flagged
 MEMO_PAIRS_SHOWN = 12
-PIXEL_RES = 64              # the audit compares pixels at most at 64x64 (copies stay copies; 256x256 is slow)
 TEST_FRACTION = 0.2         # subjects held out when the data has no test split
-BATCH = 256
 
 
 # ----------------------------------------------------------------------------- real data, split by subject
@@ -134,8 +125,6 @@ def data_key(data: str, demo_count: int | None, data_seed: int) -> str:
 
 # ----------------------------------------------------------------------------- the encoder
 
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters(), torch.empty(0)).device
 
 
 class Encoder(nn.Module):
@@ -274,219 +263,12 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-# ----------------------------------------------------------------------------- sliced Wasserstein distance
-
-_BINOMIAL5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
-_GAUSS5 = (torch.outer(_BINOMIAL5, _BINOMIAL5) / 256.0)[None, None]  # cv2.pyrDown's filter
-
-
-def _filter5(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel.to(x))
-
-
-def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
-    """Band-pass images (N, 1, R, R) -> [R, R/2, ...] with `levels` entries, the last the low-pass residual.
-
-    pyrDown / pyrUp as OpenCV (5x5 binomial filter, mirrored edges); summing the levels back up
-    (upsampling from the coarsest) restores the images exactly."""
-    pyramid = [images.float()]
-    for _ in range(levels - 1):
-        down = _filter5(pyramid[-1], _GAUSS5)[:, :, ::2, ::2]
-        pyramid[-1] = pyramid[-1] - pyr_up(down)
-        pyramid.append(down)
-    return pyramid
-
-
-def pyr_up(x: torch.Tensor) -> torch.Tensor:
-    """Zero-stuff to twice the size, then the pyrDown filter x 4 (OpenCV's pyrUp)."""
-    up = x.new_zeros(x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3])
-    up[:, :, ::2, ::2] = x
-    return _filter5(up, 4 * _GAUSS5)
-
-
-def patch_descriptors(level: torch.Tensor, generator: torch.Generator, per_image: int = SWD_PATCHES,
-                      size: int = SWD_PATCH) -> torch.Tensor:
-    """`per_image` random size x size patches of each image (N, 1, H, W), flattened: (N * per_image, size**2),
-    then normalised to mean 0 and std 1 over the whole set (ProGAN's per-level normalisation)."""
-    n, _, h, w = level.shape
-    half = size // 2
-    img = torch.arange(n).repeat_interleave(per_image)[:, None, None]
-    ys = torch.randint(half, h - half, (n * per_image, 1, 1), generator=generator)
-    xs = torch.randint(half, w - half, (n * per_image, 1, 1), generator=generator)
-    offset = torch.arange(-half, half + 1)
-    desc = level[img, 0, ys + offset[:, None], xs + offset[None, :]].reshape(n * per_image, size * size)
-    desc = desc - desc.mean()
-    return desc / desc.std().clamp_min(1e-8)
-
-
-def _sorted_rows(x: torch.Tensor) -> np.ndarray:
-    return np.sort(x.numpy(), axis=1)  # numpy's SIMD sort: several times faster than torch.sort on a CPU
-
-
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, generator: torch.Generator,
-                       repeats: int = SWD_REPEATS, dirs: int = SWD_DIRS) -> float:
-    """Mean over random unit directions of the 1D Wasserstein-1 distance between the projections of two
-    equally many descriptors (rows): sort both projections, average the absolute differences."""
-    if a.shape != b.shape:
-        raise ValueError(f"sliced_wasserstein needs two equal-shaped sets, got {tuple(a.shape)} and {tuple(b.shape)}")
-    total = 0.0
-    with ThreadPoolExecutor(max(1, min(2, torch.get_num_threads()))) as pool:  # numpy sorts without the GIL
-        for _ in range(repeats):
-            d = torch.randn(a.shape[1], dirs, generator=generator)
-            d = d / d.norm(dim=0, keepdim=True)
-            sa, sb = pool.map(_sorted_rows, ((a @ d).T.contiguous(), (b @ d).T.contiguous()))  # (dirs, N) each
-            total += float(np.abs(sa - sb).mean(dtype=np.float64))
-    return total / repeats
-
-
-def swd(real: torch.Tensor, fake: torch.Tensor, seed: int, min_res: int = MIN_RES) -> dict[str, float]:
-    """ProGAN's SWD x 1e3 per pyramid level, from the images' resolution down to `min_res`, and their mean.
-
-    real and fake: equally many images (N, 1, R, R), any numeric dtype. Both sets are sampled at the same
-    patch positions and projected on the same directions (common random numbers: identical sets give
-    exactly 0), and one seed gives the same ones in every call."""
-    if real.shape != fake.shape:
-        raise ValueError(f"swd needs equally many images of one size, got {tuple(real.shape)} and {tuple(fake.shape)}")
-    res = real.shape[-1]
-    levels = int(math.log2(res // min_res)) + 1
-    out = {}
-    for i, (lr, lf) in enumerate(zip(laplacian_pyramid(real, levels), laplacian_pyramid(fake, levels))):
-        da = patch_descriptors(lr, torch.Generator().manual_seed(seed + i))
-        db = patch_descriptors(lf, torch.Generator().manual_seed(seed + i))
-        out[str(res >> i)] = 1e3 * sliced_wasserstein(da, db, torch.Generator().manual_seed(seed + 1000 + i))
-    out["mean"] = sum(out.values()) / len(out)
-    return out
-
-
-# ----------------------------------------------------------------------------- feature-space metrics
-
-def _batches(images: torch.Tensor, device, batch: int = BATCH):
-    return (x.to(device) for x in images.split(batch))
-
-
-def frechet_distance(feature: nn.Module, real: torch.Tensor, fake: torch.Tensor, batch: int = BATCH) -> float:
-    """torchmetrics' FID with `feature` (a module with num_features, fed the uint8 images as they are)."""
-    device = _device(feature)
-    fid = FrechetInceptionDistance(feature=feature, normalize=False, input_img_size=tuple(real.shape[1:])).to(device)
-    for x in _batches(real, device, batch):
-        fid.update(x, real=True)
-    for x in _batches(fake, device, batch):
-        fid.update(x, real=False)
-    return fid.compute().item()
-
-
-def kernel_distance(feature: nn.Module, real: torch.Tensor, fake: torch.Tensor, seed: int,
-                    subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
-                    batch: int = BATCH) -> tuple[float, float]:
-    """torchmetrics' KID (mean, std over subsets) with `feature`; subsets of min(subset_size, N) images."""
-    device = _device(feature)
-    with warnings.catch_warnings():  # "will save all extracted features in buffer": yes, a few MB
-        warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=feature, subsets=subsets,
-                                      subset_size=min(subset_size, len(real), len(fake))).to(device)
-    for x in _batches(real, device, batch):
-        kid.update(x, real=True)
-    for x in _batches(fake, device, batch):
-        kid.update(x, real=False)
-    with torch.random.fork_rng():  # KID draws its subsets from the global generator
-        torch.manual_seed(seed)
-        mean, std = kid.compute()
-    return mean.item(), std.item()
-
-
-def kth_neighbour_distance(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(N,) distance from each row to its k-th nearest other row."""
-    d = torch.cdist(x.double(), x.double())
-    return d.topk(k + 1, dim=1, largest=False).values[:, k]  # column 0 is the row itself
-
-
-def knn_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = KNN_K) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019) of feature rows.
-
-    precision: fraction of fake rows inside the k-NN ball of some real row (are samples realistic?);
-    recall: fraction of real rows inside the k-NN ball of some fake row (is the data covered?)."""
-    d = torch.cdist(fake.double(), real.double())  # (n_fake, n_real)
-    precision = (d <= kth_neighbour_distance(real, k)[None, :]).any(dim=1).double().mean().item()
-    recall = (d.T <= kth_neighbour_distance(fake, k)[None, :]).any(dim=1).double().mean().item()
-    return precision, recall
-
+# ----------------------------------------------------------------------------- encoder metrics
 
 def class_fidelity(predicted: torch.Tensor, class_name: str) -> float:
     """Fraction of predicted class indices (encoder outputs) that are `class_name`."""
     return predicted.eq(CLASSES.index(class_name)).double().mean().item()
 
-
-# ----------------------------------------------------------------------------- diversity and memorization
-
-def msssim_settings(resolution: int) -> dict:
-    """MS-SSIM scales that fit the image: 11x11 Gaussian windows (sigma 1.5) from 64x64, 7x7 (sigma 1) below;
-    as many scales (at most 5) as keep the coarsest at least `kernel` px wide and pass torchmetrics' size check;
-    the standard betas of those scales, renormalised to sum to 1."""
-    kernel, sigma = (11, 1.5) if resolution >= 64 else (7, 1.0)
-    scales = 5
-    while scales > 1 and (resolution >> (scales - 1) < kernel or resolution // max(1, scales - 1) ** 2 <= kernel - 1):
-        scales -= 1
-    betas = MSSSIM_BETAS[:scales]
-    return {"kernel_size": kernel, "sigma": sigma, "betas": tuple(round(b / sum(betas), 4) for b in betas)}
-
-
-def ms_ssim_diversity(images: torch.Tensor, seed: int, pairs: int = MSSSIM_PAIRS, batch: int = BATCH) -> float:
-    """Mean MS-SSIM over `pairs` random pairs of distinct images (uint8 (N, 1, R, R)); lower = more diverse."""
-    gen = torch.Generator().manual_seed(seed)
-    n = len(images)
-    i = torch.randint(n, (pairs,), generator=gen)
-    j = (i + torch.randint(1, n, (pairs,), generator=gen)) % n  # never i itself
-    metric = MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0, **msssim_settings(images.shape[-1]))
-    for a, b in zip(i.split(batch), j.split(batch)):
-        metric.update(images[a].float() / 255, images[b].float() / 255)
-    return metric.compute().item()
-
-
-def nearest(query: torch.Tensor, bank: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance, index) of each query row's nearest bank row (Euclidean). The search uses fast matrix
-    products; the distance to the row found is then recomputed directly, so an exact copy is at 0."""
-    idx = torch.cat([torch.cdist(q.float(), bank.float()).argmin(dim=1) for q in query.split(chunk)])
-    return (query.double() - bank[idx].double()).norm(dim=1), idx
-
-
-@dataclass
-class Audit:
-    """Memorization audit in one space (features or pixels)."""
-    distance: torch.Tensor       # (N_gen,) to the nearest training row
-    index: torch.Tensor          # (N_gen,) which training row
-    test_distance: torch.Tensor  # (N_test,) held-out reals to their nearest training row
-    threshold: float             # the MEMO_PERCENTILE-th percentile of test_distance
-    flagged: torch.Tensor        # (N_gen,) bool: distance < threshold
-
-    @property
-    def fraction(self) -> float:
-        return self.flagged.double().mean().item()
-
-
-def memorization_audit(generated: torch.Tensor, test: torch.Tensor, train: torch.Tensor,
-                       percentile: float = MEMO_PERCENTILE) -> Audit:
-    """Flag generated rows nearer to a training row than `percentile` % of held-out real rows are.
-
-    Rows are feature vectors or flattened images. A generator that makes new images of the data's kind
-    has ~percentile % flagged, as held-out reals have by construction; copies of training rows are all flagged."""
-    dist, index = nearest(generated, train)
-    test_dist, _ = nearest(test, train)
-    threshold = torch.quantile(test_dist.double(), percentile / 100).item()
-    return Audit(dist, index, test_dist, threshold, dist < threshold)
-
-
-def pixels(images: torch.Tensor, max_res: int = PIXEL_RES) -> torch.Tensor:
-    """uint8 (N, 1, R, R) -> (N, r*r), area-downsampled to r = min(R, max_res) and scaled so that the
-    Euclidean distance is the RMS difference of intensities in [0, 1]."""
-    x = images.float() / 255.0
-    if x.shape[-1] > max_res:
-        x = F.avg_pool2d(x, x.shape[-1] // max_res)
-    return x.flatten(1) / x[0].numel() ** 0.5
-
-
-def with_mirrors(images: torch.Tensor) -> torch.Tensor:
-    """The images, then their left-right mirror images (the generator trained on randomly flipped slices)."""
-    return torch.cat([images, images.flip(-1)])
 
 
 # ----------------------------------------------------------------------------- generation
