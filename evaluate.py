@@ -2,6 +2,8 @@
 
     python evaluate.py --ckpt runs/AD/checkpoint.pt        # the run's own data (demo), 2000 samples -> runs/AD/eval/
     python evaluate.py --ckpt runs/NC/checkpoint.pt --data /data/ADNI --n 5000 --out outputs/eval_NC
+    python evaluate.py --ckpt runs/AD/checkpoint.pt runs/NC/checkpoint.pt   # both, and AD vs NC -> outputs/eval/
+    python evaluate.py --images my_slices/ --class AD      # another generator's PNGs (or a .pt uint8 tensor)
     python evaluate.py --train-encoder --data /data/ADNI --resolution 64    # (re)train only the AD-vs-NC encoder
     python evaluate.py --ckpt runs/AD/checkpoint.pt --inception-weights weights-inception-2015-12-05-6726825d.pth
 
@@ -15,9 +17,18 @@ the same sample counts: the value a perfect generator would reach. Nothing is do
 - MS-SSIM of random pairs: diversity (lower = more diverse). Memorization audit: distance of each image to
   its nearest training slice (or its mirror image), in encoder features and in pixels, and the fraction
   closer than the 1st percentile of held-out real slices; the closest pairs go to memorization_pairs.png.
+- Biomarkers of atrophy, per image (dataset.csf_fraction, dataset.ventricle_fraction): mean and SD of the
+  generated images, the real training and the held-out slices, and the Wasserstein-1 distance of their
+  distributions to the training one.
 - Inception FID only with --inception-weights (torch-fidelity's InceptionV3 file) and torch-fidelity installed.
 Generated image k has the latent z of seed --seed + k (predict.py's seeds) and random noise, as in training.
 The output folder (--out, default <checkpoint folder>/eval) gets metrics.json and the PNG.
+
+With an AD and an NC checkpoint, each class goes to <out>/AD and <out>/NC (default out: outputs/eval), and
+<out>/class_difference.json compares the classes: AD - NC of each biomarker's mean, with a bootstrap 95%
+interval and Cohen's d, in the generated images and in the real training slices; the difference counts as
+reproduced when the generated one has the real one's sign and at least half its size.
+--images evaluates images made elsewhere as the samples of --class, against --data (default demo).
 """
 from __future__ import annotations
 
@@ -34,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance  # not re-exported without torch-fidelity
 
@@ -288,16 +300,24 @@ def generate(g: modules.Generator, n: int, seed: int, batch: int = 100) -> torch
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--ckpt", help="checkpoint to evaluate (its class, resolution and training data come from it)")
+    p.add_argument("--ckpt", nargs="+", metavar="CKPT",
+                   help="checkpoint to evaluate (its class, resolution and training data come from it); or two, "
+                        "one AD and one NC, to also compare the classes")
+    p.add_argument("--images", metavar="PATH",
+                   help="evaluate these images instead of a checkpoint: a folder of PNG/JPEG slices (square, one "
+                        "power-of-two size >= 16) or a .pt file of a uint8 tensor (N, 1, R, R); needs --class")
+    p.add_argument("--class", dest="class_name", metavar="AD|NC", help="with --images: the class the images are of")
     p.add_argument("--data", help="'demo' or an ADNI/NIfTI folder (default: the checkpoint's training data, else demo)")
-    p.add_argument("--n", type=int, default=2000, help="generated images (default 2000)")
-    p.add_argument("--out", help="folder for metrics.json and memorization_pairs.png (default <ckpt folder>/eval)")
+    p.add_argument("--n", type=int, help="generated images (default 2000); with --images: the first N (default all)")
+    p.add_argument("--out", help="folder for metrics.json and memorization_pairs.png (default <ckpt folder>/eval; "
+                                 "two checkpoints: outputs/eval, with AD/ and NC/ in it; --images: outputs/eval_images)")
     p.add_argument("--seed", type=int, default=0,
-                   help="seeds the latents (seeds SEED..SEED+n-1), subsets, patches, projections and the encoder")
+                   help="seeds the latents (seeds SEED..SEED+n-1), subsets, patches, projections, bootstrap and "
+                        "the encoder")
     p.add_argument("--encoder", help="encoder checkpoint to use, or to create if missing "
                                      "(default: one per data set, resolution and seed in the cache folder)")
     p.add_argument("--train-encoder", action="store_true",
-                   help="(re)train the encoder and overwrite its file; alone (no --ckpt) only that")
+                   help="(re)train the encoder and overwrite its file; alone (no --ckpt/--images) only that")
     p.add_argument("--encoder-steps", type=int, default=500,
                    help="batches of 64 slices the encoder trains on (default 500)")
     p.add_argument("--resolution", type=int,
@@ -315,19 +335,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse unusable flags before any slow work."""
-    if args.ckpt is None and not args.train_encoder:
-        raise InputError("pass --ckpt CHECKPOINT to evaluate, or --train-encoder to only train the encoder")
-    if args.ckpt is not None and not os.path.isfile(args.ckpt):
-        raise InputError(f"checkpoint {args.ckpt} does not exist; pass the checkpoint.pt of a train.py run")
+    ckpts = args.ckpt or []
+    if args.images is not None and ckpts:
+        raise InputError("pass --ckpt or --images, not both; evaluate a checkpoint and an image set one at a time")
+    if not ckpts and args.images is None and not args.train_encoder:
+        raise InputError("pass --ckpt CHECKPOINT (or --images PATH --class AD|NC) to evaluate, "
+                         "or --train-encoder to only train the encoder")
+    if len(ckpts) > 2:
+        raise InputError(f"--ckpt got {len(ckpts)} checkpoints; pass one, or two: one AD and one NC")
+    for ckpt in ckpts:
+        if not os.path.isfile(ckpt):
+            raise InputError(f"checkpoint {ckpt} does not exist; pass the checkpoint.pt of a train.py run")
+    if args.images is not None:
+        if args.class_name is None:
+            raise InputError(f"--images {args.images} needs --class AD or --class NC: the class the images are of")
+        if not os.path.exists(args.images):
+            raise InputError(f"--images {args.images} does not exist; pass a folder of PNG/JPEG slices or a .pt file "
+                             "holding a uint8 tensor (N, 1, R, R)")
+    if args.class_name is not None:
+        if args.images is None:
+            raise InputError("--class applies to --images; a checkpoint knows its class, so leave --class out")
+        if args.class_name not in CLASSES:
+            raise InputError(f"--class {args.class_name} is not a class; pass --class AD or --class NC")
     if args.inception_weights is not None and not os.path.isfile(args.inception_weights):
         raise InputError(f"--inception-weights {args.inception_weights} does not exist; pass torch-fidelity's "
                          "weights-inception-2015-12-05-6726825d.pth, or leave the flag out")
-    if args.n < 16:
+    if args.n is not None and args.n < 16:
         raise InputError(f"--n {args.n} is too few; pass --n 16 or more (2000 for figures worth reporting)")
     if args.encoder_steps < 1:
         raise InputError("--encoder-steps must be at least 1")
-    if args.ckpt is not None and args.resolution is not None:
-        raise InputError("--resolution applies to --train-encoder without --ckpt; the checkpoint fixes it")
+    if (ckpts or args.images is not None) and args.resolution is not None:
+        raise InputError("--resolution applies to --train-encoder alone; the checkpoint or the images fix it")
     if args.demo_count is not None and args.demo_count < 1:
         raise InputError(f"--demo-count {args.demo_count} must be at least 1")
 
@@ -435,6 +473,230 @@ def inception_fid(metric: FrechetInceptionDistance | str, ref: torch.Tensor, que
     return out
 
 
+# ----------------------------------------------------------------------------- what is evaluated
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Candidate:
+    """One class's images to evaluate: a checkpoint's generator, or images made elsewhere (--images)."""
+    class_name: str
+    resolution: int          # of the images evaluated
+    load_resolution: int     # real slices are decoded at this size, then area-downsampled to `resolution`
+    data: str
+    demo_count: int | None   # None: the demo set's default
+    data_seed: int
+    checkpoint: str | None = None
+    images_path: str | None = None
+    images_seen: int | None = None
+    generator: modules.Generator | None = None
+    images: torch.Tensor | None = None  # uint8 (N, 1, R, R), for --images
+
+    @property
+    def data_key(self) -> str:
+        return data_key(self.data, self.demo_count, self.data_seed)
+
+
+def checkpoint_candidate(path: str, args: argparse.Namespace) -> Candidate:
+    """The generator of a checkpoint, with the real data it is compared with (its own, unless --data)."""
+    state = modules.load_checkpoint(path)
+    g = modules.load_generator(path, args.device)
+    cls, res, tc = g.class_name, g.resolution, state["train_config"]
+    if res < MIN_RES:
+        raise InputError(f"{path} generates {res}x{res} images; evaluation needs {MIN_RES}x{MIN_RES} or more "
+                         "(resume its training)")
+    data = args.data or tc["data"]
+    check_demo_count(data, args.demo_count)
+    demo_count = args.demo_count or tc.get("demo_count")
+    if data != tc["data"]:
+        print(f"note: {path} was trained on {tc['data']}; its training slices are taken from {data} here")
+    elif data == "demo" and demo_count != tc.get("demo_count"):
+        print(f"note: {path} was trained on {tc.get('demo_count') or dataset.DEMO_COUNT['train']} demo slices "
+              f"per class, here --demo-count {demo_count}: the memorization audit does not see its training set")
+    # Reals decoded at the resolution train.py loaded (the model's final one), area-downsampled like its reals.
+    return Candidate(cls, res, state["model_config"]["resolution"], data, demo_count, tc["seed"], checkpoint=path,
+                     images_seen=int(state["images_seen"]), generator=g)
+
+
+def _bad_images(path, problem: str) -> InputError:
+    return InputError(f"--images {path}: {problem}")
+
+
+def _check_size(path, h: int, w: int) -> int:
+    if h != w:
+        raise _bad_images(path, f"{w}x{h} is not square; pass square slices (pad or crop them) of one size")
+    if h < MIN_RES or h & (h - 1):
+        raise _bad_images(path, f"{h}x{h} is not a power of two >= {MIN_RES}; resize the images to e.g. 64x64")
+    return h
+
+
+def read_image_folder(folder: Path) -> torch.Tensor:
+    """uint8 (N, 1, R, R) from the PNG/JPEG files of `folder` (sorted by name; grayscale, or converted to it)."""
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise _bad_images(folder, "no .png, .jpg or .jpeg files in this folder; pass the folder holding the images")
+    images, first = [], None
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                img = np.asarray(im.convert("L"))
+        except Exception as e:  # truncated, corrupt, or not an image
+            raise _bad_images(f, f"not a readable image ({type(e).__name__}); remove or replace it") from None
+        res = _check_size(f, *img.shape)
+        if first is None:
+            first = (f, res)
+        elif res != first[1]:
+            raise _bad_images(f, f"{res}x{res}, but {first[0].name} is {first[1]}x{first[1]}; "
+                                 "pass images of one size")
+        images.append(img)
+    return torch.from_numpy(np.stack(images))[:, None]
+
+
+def read_image_tensor(path: Path) -> torch.Tensor:
+    """uint8 (N, 1, R, R) from a tensor file of shape (N, 1, R, R) or (N, R, R)."""
+    hint = "save a uint8 tensor (N, 1, R, R) with values 0..255 with torch.save"
+    try:
+        x = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or pickled objects other than tensors
+        raise _bad_images(path, f"not a readable tensor file ({type(e).__name__}); {hint}") from None
+    if not isinstance(x, torch.Tensor):
+        raise _bad_images(path, f"holds a {type(x).__name__}, not a tensor; {hint}")
+    if x.dtype != torch.uint8:
+        raise _bad_images(path, f"holds a {x.dtype} tensor, not uint8; convert it, e.g. from [-1, 1] with "
+                                "((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)")
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise _bad_images(path, f"holds a tensor of shape {tuple(x.shape)}; pass (N, 1, R, R) or (N, R, R)")
+    _check_size(path, *x.shape[-2:])
+    return x.contiguous()
+
+
+def images_candidate(args: argparse.Namespace) -> Candidate:
+    """Images made elsewhere (--images), compared with the real slices of --class from --data (default demo)."""
+    path = Path(args.images)
+    if path.is_dir():
+        images = read_image_folder(path)
+    elif path.suffix == ".pt":
+        images = read_image_tensor(path)
+    else:
+        raise _bad_images(path, "neither a folder nor a .pt file; pass a folder of PNG/JPEG slices or a .pt file")
+    n = args.n or len(images)
+    if len(images) < max(n, 16):
+        raise _bad_images(path, f"{len(images)} images, " + (f"fewer than --n {n}; leave --n out to use all"
+                                                             if args.n else "too few; pass 16 or more (2000 for "
+                                                                            "figures worth reporting)"))
+    data = args.data or "demo"
+    check_demo_count(data, args.demo_count)
+    res = images.shape[-1]
+    return Candidate(args.class_name, res, res, data, args.demo_count, 0, images_path=str(path.resolve()),
+                     images=images[:n])
+
+
+def candidates_of(args: argparse.Namespace) -> list[Candidate]:
+    """What to evaluate, AD before NC; two checkpoints must be one of each class, at one resolution, on one data set."""
+    if args.images is not None:
+        return [images_candidate(args)]
+    found = sorted((checkpoint_candidate(p, args) for p in args.ckpt), key=lambda c: CLASSES.index(c.class_name))
+    if len(found) == 2:
+        a, b = found
+        if a.class_name == b.class_name:
+            raise InputError(f"--ckpt {a.checkpoint} and {b.checkpoint} are both {a.class_name} checkpoints; "
+                             "pass one AD and one NC checkpoint")
+        for what, x, y in (("generates", f"{a.resolution}x{a.resolution}", f"{b.resolution}x{b.resolution}"),
+                           ("was built for", a.load_resolution, b.load_resolution),
+                           ("is compared with the data", a.data_key, b.data_key)):
+            if x != y:
+                raise InputError(f"{a.checkpoint} {what} {x}, {b.checkpoint} {y}; the class comparison needs them "
+                                 "alike: evaluate them one at a time (or pass --data/--demo-count)")
+    return found
+
+
+def output_folders(args: argparse.Namespace, candidates: list[Candidate]) -> tuple[str, list[str]]:
+    """The output folder, and one per candidate (the same one unless there are two classes)."""
+    if args.images is not None:
+        base = args.out or os.path.join("outputs", "eval_images")
+    elif len(candidates) == 1:
+        base = args.out or os.path.join(os.path.dirname(os.path.abspath(candidates[0].checkpoint)), "eval")
+    else:
+        base = args.out or os.path.join("outputs", "eval")
+        return predict.writable_folder(base), [predict.writable_folder(os.path.join(base, c.class_name))
+                                               for c in candidates]
+    return predict.writable_folder(base), [predict.writable_folder(base)]
+
+
+# ----------------------------------------------------------------------------- biomarkers and the class difference
+
+BIOMARKERS = {"csf_fraction": dataset.csf_fraction, "ventricle_fraction": dataset.ventricle_fraction}
+
+
+def biomarker_values(**image_sets: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
+    """biomarker name -> image set name -> its per-image values."""
+    return {name: {k: f(x).double().numpy() for k, x in image_sets.items()} for name, f in BIOMARKERS.items()}
+
+
+def class_difference(values: dict[str, dict], fidelity: dict[str, float], seed: int) -> dict:
+    """AD - NC of each biomarker's mean, in the generated images and in the real training slices, and whether the
+    generators reproduce the real difference. values: class -> biomarker_values(generated=..., real_train=...);
+    fidelity: class -> the encoder's class fidelity of that class's generated images."""
+    out = {}
+    for name in BIOMARKERS:
+        diff = {column: metrics.group_difference(values["AD"][name][key], values["NC"][name][key], seed)
+                for column, key in (("generated", "generated"), ("real", "real_train"))}
+        out[name] = {**diff, **metrics.reproduction(diff["generated"]["difference"], diff["real"]["difference"])}
+    out["class_fidelity"] = {**fidelity, "mean": sum(fidelity[c] for c in CLASSES) / len(CLASSES)}
+    return out
+
+
+def _interval(d: dict) -> str:
+    return f"{d['difference']:+.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+
+
+def verdict(name: str, r: dict) -> str:
+    """One biomarker's class comparison in words."""
+    gen, real = r["generated"], r["real"]
+    head = f"{name}: generated AD-NC {_interval(gen)} vs real {real['difference']:+.3f}"
+    if r["ratio"] is None:
+        return f"{head}: the real classes do not differ, so there is nothing to reproduce"
+    sign = "same sign" if r["ratio"] > 0 else "opposite sign" if r["ratio"] < 0 else "no generated difference"
+    size = f", {r['ratio']:.0%} of the real size" if r["ratio"] > 0 else ""
+    zero = " (the generated interval includes 0)" if gen["ci95"][0] <= 0 <= gen["ci95"][1] else ""
+    return f"{head}: {sign}{size}: {'reproduced' if r['reproduced'] else 'not reproduced'}{zero}"
+
+
+def print_class_difference(r: dict, n: dict[str, int], n_real: dict[str, int]) -> None:
+    print(f"\nAD - NC difference of the mean, bootstrap 95% interval and Cohen's d: {n['AD']} / {n['NC']} generated "
+          f"images against {n_real['AD']} / {n_real['NC']} real training slices")
+    print(f"{'biomarker':<19} {'generated AD - NC':<36} {'real AD - NC':<36} {'ratio':>6}  reproduced")
+    for name in BIOMARKERS:
+        b = r[name]
+        cells = [f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] d {d['cohens_d']:+.2f}"
+                 for d in (b["generated"], b["real"])]
+        ratio = "n/a" if b["ratio"] is None else f"{b['ratio']:.0%}"
+        print(f"{name:<19} {cells[0]:<36} {cells[1]:<36} {ratio:>6}  {'yes' if b['reproduced'] else 'no'}")
+    f = r["class_fidelity"]
+    print(f"class fidelity (encoder): AD {f['AD']:.3f}, NC {f['NC']:.3f}, mean {f['mean']:.3f}\n")
+    for name in BIOMARKERS:
+        print(verdict(name, r[name]))
+    yes = [name for name in BIOMARKERS if r[name]["reproduced"]]
+    no = [name for name in BIOMARKERS if not r[name]["reproduced"]]
+    if not no:
+        print("The generators reproduce the real AD-NC difference in every biomarker.")
+    elif not yes:
+        print("The generators do not reproduce the real AD-NC difference in any biomarker.")
+    else:
+        print(f"The generators reproduce the real AD-NC difference in {', '.join(yes)}, not in {', '.join(no)}.")
+
+
+def write_json(obj: dict, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
 def print_table(r: dict) -> None:
     """The metrics, generated beside real test, with what to aim for."""
     gen, floor = r["metrics"]["generated"], r["metrics"]["real_test"]
@@ -457,64 +719,52 @@ def print_table(r: dict) -> None:
     inc = r["inception_fid"]
     inception = ("skipped", "", inc["skipped"]) if "skipped" in inc else \
         (f"{inc['generated']:.4f}", f"{inc['real_test']:.4f}", "lower")
-    print(f"\n{r['class']} at {r['resolution']}x{r['resolution']}: {r['n_compared']} generated and {r['n_compared']} "
+    what = "generated" if r["checkpoint"] else "given"
+    print(f"\n{r['class']} at {r['resolution']}x{r['resolution']}: {r['n_compared']} {what} and {r['n_compared']} "
           f"held-out real slices, each against {r['n_reference']} training slices")
     print(f"{'metric':<37} {'generated':>10} {'real test':>10}  aim")
     for name, a, b, aim in rows:
         print(f"{name:<37} {a:>10.4f} {b:>10.4f}  {aim}")
+    for name, b in r["biomarkers"].items():
+        train = b["real_train"]["mean"]
+        floor_error = metrics.relative_difference(b["real_test"]["mean"], train)
+        errors = ["n/a" if e is None else f"{e:+.1%}" for e in (b["relative_error"], floor_error)]
+        print(f"{name + ', mean':<37} {b['generated']['mean']:>10.4f} {b['real_test']['mean']:>10.4f}  "
+              f"near train {train:.4f}")
+        print(f"{name + ', mean vs train':<37} {errors[0]:>10} {errors[1]:>10}  near 0")
+        print(f"{name + ', W1 to train':<37} {b['wasserstein']:>10.4f} {b['wasserstein_floor']:>10.4f}  lower")
     print(f"{'Inception FID':<37} {inception[0]:>10} {inception[1]:>10}  {inception[2]}")
 
 
-def evaluate(args: argparse.Namespace) -> None:
+def evaluate_one(c: Candidate, args: argparse.Namespace, out: str, split: Split, encoder: Encoder, enc_info: dict,
+                 inception: FrechetInceptionDistance | str) -> tuple[dict, dict]:
+    """Every metric of one candidate; writes metrics.json and memorization_pairs.png to `out`.
+
+    Returns the report and the biomarker values of the generated images and of the real slices."""
     start = time.perf_counter()
-    check_args(args)
-    if args.ckpt is None:  # --train-encoder alone
-        res, data = args.resolution or 64, args.data or "demo"
-        if res < MIN_RES or res & (res - 1):
-            raise InputError(f"--resolution {res} must be a power of two >= {MIN_RES}")
-        check_demo_count(data, args.demo_count)
-        get_encoder(args, f"{data_key(data, args.demo_count, 0)}-r{res}-s{args.seed}", res,
-                    split_loader(data, res, args.demo_count, 0, args.skip_bad))
-        return
-    inception = inception_metric(args.inception_weights, args.device)  # a bad weights file stops us here
-    state = modules.load_checkpoint(args.ckpt)
-    g = modules.load_generator(args.ckpt, args.device)
-    cls, res, tc = g.class_name, g.resolution, state["train_config"]
-    if res < MIN_RES:
-        raise InputError(f"{args.ckpt} generates {res}x{res} images; evaluation needs {MIN_RES}x{MIN_RES} or more "
-                         "(resume its training)")
-    data = args.data or tc["data"]
-    check_demo_count(data, args.demo_count)
-    demo_count = args.demo_count or tc.get("demo_count")
-    if data != tc["data"]:
-        print(f"note: {args.ckpt} was trained on {tc['data']}; its training slices are taken from {data} here")
-    elif data == "demo" and demo_count != tc.get("demo_count"):
-        print(f"note: {args.ckpt} was trained on {tc.get('demo_count') or dataset.DEMO_COUNT['train']} demo slices "
-              f"per class, here --demo-count {demo_count}: the memorization audit does not see its training set")
-    out = predict.writable_folder(args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "eval"))
     json_path, png_path = os.path.join(out, "metrics.json"), os.path.join(out, "memorization_pairs.png")
     if os.path.exists(json_path):
         print(f"note: {json_path} exists and will be overwritten (a re-evaluation)")
-
-    # Reals decoded at the resolution train.py loaded (the model's final one), area-downsampled like its reals.
-    split_of = split_loader(data, state["model_config"]["resolution"], demo_count, tc["seed"], args.skip_bad)
-    split = split_of(cls)
-    encoder, enc_info = get_encoder(args, f"{data_key(data, demo_count, tc['seed'])}-r{res}-s{args.seed}", res,
-                                    split_of)
+    cls, res = c.class_name, c.resolution
     train_all, test_all = split.train.at_resolution(res), split.test.at_resolution(res)
 
-    t = time.perf_counter()
-    fake = generate(g, args.n, args.seed)
-    print(f"{cls} generator {args.ckpt}: {args.n} images at {res}x{res} in {time.perf_counter() - t:.1f} s")
-    m = min(args.n, len(test_all), len(train_all))  # images per side in SWD, FD, KID, precision/recall
+    if c.generator is not None:
+        t = time.perf_counter()
+        fake = generate(c.generator, args.n or 2000, args.seed)
+        print(f"{cls} generator {c.checkpoint}: {len(fake)} images at {res}x{res} in {time.perf_counter() - t:.1f} s")
+    else:
+        fake = c.images
+        print(f"{cls} images {c.images_path}: {len(fake)} images at {res}x{res}")
+    n = len(fake)
+    m = min(n, len(test_all), len(train_all))  # images per side in SWD, FD, KID, precision/recall
     gen = torch.Generator().manual_seed(args.seed)
     pick = torch.randperm(len(train_all), generator=gen)[:m]
     ref, test = train_all[pick], test_all[torch.randperm(len(test_all), generator=gen)[:m]]
     print(f"reference: {len(ref)} of {len(train_all)} training slices; floor: {len(test)} of {len(test_all)} "
           f"held-out slices; data: {split.train.source}")
-    if m < args.n:
+    if m < n:
         print(f"note: only {len(test_all)} held-out and {len(train_all)} training slices, so SWD, Frechet distance, "
-              f"KID and precision/recall use the first {m} generated images (the other metrics use all {args.n})")
+              f"KID and precision/recall use the first {m} of the {n} images (the other metrics use all)")
 
     bank = with_mirrors(train_all)  # the audit's training set: every training slice and its mirror image
     bank_feats, _ = encoder_outputs(encoder, bank)
@@ -522,19 +772,21 @@ def evaluate(args: argparse.Namespace) -> None:
     fake_feats, fake_pred = encoder_outputs(encoder, fake)
     common = dict(ref=ref, ref_feats=bank_feats[pick], bank_feats=bank_feats, bank_pix=pixels(bank),
                   test_feats=test_feats, test_pix=pixels(test), encoder=encoder, class_name=cls, m=m, seed=args.seed)
-    print("computing the metrics of the generated images, then of the held-out reals...")
+    print("computing the metrics of the evaluated images, then of the held-out reals...")
     gen_metrics, audit = metrics_of(fake, fake_pred, fake_feats, **common)
     floor_metrics, _ = metrics_of(test, test_pred, test_feats, **common)
+    values = biomarker_values(generated=fake, real_train=train_all, real_test=test_all)
 
     closest = audit.distance.argsort()[:MEMO_PAIRS_SHOWN]
     modules.save_image_grid(torch.cat([fake[closest], bank[audit.index[closest]]]).float() / 127.5 - 1, png_path,
                             nrow=len(closest))
     report = {
-        "checkpoint": os.path.abspath(args.ckpt), "class": cls, "images_seen": int(state["images_seen"]),
-        "resolution": res, "seed": args.seed, "data": data, "data_source": split.train.source,
-        "demo_count": (demo_count or dataset.DEMO_COUNT["train"]) if data == "demo" else None,
-        "data_seed": tc["seed"],
-        "data_notes": split.notes, "n_generated": args.n, "n_compared": m, "n_reference": len(ref),
+        "checkpoint": os.path.abspath(c.checkpoint) if c.checkpoint else None, "images": c.images_path,
+        "class": cls, "images_seen": c.images_seen,
+        "resolution": res, "seed": args.seed, "data": c.data, "data_source": split.train.source,
+        "demo_count": (c.demo_count or dataset.DEMO_COUNT["train"]) if c.data == "demo" else None,
+        "data_seed": c.data_seed,
+        "data_notes": split.notes, "n_generated": n, "n_compared": m, "n_reference": len(ref),
         "n_real_train": len(train_all), "n_real_test": len(test_all),
         "encoder": {k: enc_info[k] for k in ("path", "sha256", "test_accuracy", "class_accuracy", "n_train",
                                              "n_test", "steps", "seed", "data", "trained_now")},
@@ -544,21 +796,60 @@ def evaluate(args: argparse.Namespace) -> None:
                      "knn_k": KNN_K, "ms_ssim": {**msssim_settings(res), "pairs": MSSSIM_PAIRS},
                      "memorization": {"percentile": MEMO_PERCENTILE, "bank": "training slices and their mirrors",
                                       "pixel_distance": f"RMS difference of intensities in [0, 1] at "
-                                                        f"{min(res, PIXEL_RES)}x{min(res, PIXEL_RES)}"}},
-        "columns": {"generated": "generated images vs training slices",
+                                                        f"{min(res, PIXEL_RES)}x{min(res, PIXEL_RES)}"},
+                     "biomarkers": "dataset.csf_fraction and dataset.ventricle_fraction of every evaluated image and "
+                                   "every real train and test slice; wasserstein: 1-D Wasserstein-1 distance to the "
+                                   "real train values"},
+        "columns": {"generated": "evaluated images vs training slices",
                     "real_test": "held-out real slices (other subjects) vs the same training slices"},
         "metrics": {"generated": gen_metrics, "real_test": floor_metrics},
+        "biomarkers": {name: metrics.biomarker_comparison(v["generated"], v["real_train"], v["real_test"])
+                       for name, v in values.items()},
         "inception_fid": inception_fid(inception, ref, {"generated": fake[:m], "real_test": test}, args.device),
         "memorization_png": png_path,
     }
     report["elapsed_seconds"] = round(time.perf_counter() - start, 1)
     print_table(report)
-    tmp = json_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, json_path)
-    print(f"\nwrote {json_path} and {png_path} (top row: the {len(closest)} generated images nearest to a training "
+    write_json(report, json_path)
+    print(f"\nwrote {json_path} and {png_path} (top row: the {len(closest)} evaluated images nearest to a training "
           f"slice; below: that slice) in {report['elapsed_seconds']} s")
+    return report, values
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    check_args(args)
+    if not args.ckpt and args.images is None:  # --train-encoder alone
+        res, data = args.resolution or 64, args.data or "demo"
+        if res < MIN_RES or res & (res - 1):
+            raise InputError(f"--resolution {res} must be a power of two >= {MIN_RES}")
+        check_demo_count(data, args.demo_count)
+        get_encoder(args, f"{data_key(data, args.demo_count, 0)}-r{res}-s{args.seed}", res,
+                    split_loader(data, res, args.demo_count, 0, args.skip_bad))
+        return
+    inception = inception_metric(args.inception_weights, args.device)  # a bad weights file stops us here
+    candidates = candidates_of(args)
+    base, outs = output_folders(args, candidates)
+    first = candidates[0]  # two candidates share resolution and data (candidates_of checks)
+    split_of = split_loader(first.data, first.load_resolution, first.demo_count, first.data_seed, args.skip_bad)
+    splits = {c.class_name: split_of(c.class_name) for c in candidates}
+    encoder, enc_info = get_encoder(args, f"{first.data_key}-r{first.resolution}-s{args.seed}", first.resolution,
+                                    split_of)
+    results = {}
+    for i, (c, out) in enumerate(zip(candidates, outs)):
+        if i:  # its real features would otherwise stay from the first class
+            inception = inception_metric(args.inception_weights, args.device)
+        results[c.class_name] = evaluate_one(c, args, out, splits[c.class_name], encoder, enc_info, inception)
+    if len(candidates) < 2:
+        return
+    reports = {cls: r for cls, (r, _) in results.items()}
+    diff = class_difference({cls: v for cls, (_, v) in results.items()},
+                            {cls: r["metrics"]["generated"]["class_fidelity"] for cls, r in reports.items()}, args.seed)
+    path = os.path.join(base, "class_difference.json")
+    write_json(diff, path)
+    print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s in all)")
+    print_class_difference(diff, {cls: r["n_generated"] for cls, r in reports.items()},
+                           {cls: r["n_real_train"] for cls, r in reports.items()})
 
 
 def main(argv: list[str] | None = None) -> None:

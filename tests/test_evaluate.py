@@ -257,3 +257,139 @@ def test_inception_fid_says_why_it_is_skipped(tmp_path):
         pytest.skip("torch-fidelity is installed here; the skip path is for machines without it")
     (tmp_path / "w.pth").write_bytes(b"")
     assert "pip install torch-fidelity" in evaluate.inception_metric(str(tmp_path / "w.pth"), "cpu")
+
+
+# ----------------------------------------------------------------------------- two classes, and images from elsewhere
+
+@pytest.fixture(scope="module")
+def nc_twin(tiny_run, tmp_path_factory):
+    """The tiny AD checkpoint relabelled NC: the same generator, so the generated classes cannot differ."""
+    state = torch.load(tiny_run, weights_only=True)
+    state["class_name"] = state["train_config"]["class_name"] = "NC"
+    path = tmp_path_factory.mktemp("run") / "NC" / "checkpoint.pt"
+    path.parent.mkdir()
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shared_encoder(tmp_path_factory):
+    """One encoder file for these tests: the first trains it (a few seconds at 16x16), the others load it."""
+    return str(tmp_path_factory.mktemp("encoder") / "encoder.pt")
+
+
+BIOMARKER_KEYS = {"generated", "real_train", "real_test", "wasserstein", "wasserstein_floor", "relative_error"}
+
+
+def real_biomarkers(class_name: str, res: int = 16, demo_count: int = 48) -> dict:
+    train = evaluate.load_split("demo", class_name, res, demo_count, 0).train.images
+    return {"csf_fraction": dataset.csf_fraction(train).double(),
+            "ventricle_fraction": dataset.ventricle_fraction(train).double()}
+
+
+def test_two_checkpoints_compare_the_classes(tiny_run, nc_twin, shared_encoder, tmp_path, capsys):
+    out = tmp_path / "eval"
+    evaluate.main(["--ckpt", str(nc_twin), str(tiny_run), "--n", "32", "--out", str(out),  # NC first: any order
+                   "--encoder", shared_encoder, "--encoder-steps", "30"])
+    printed = capsys.readouterr().out
+    assert printed.count("training the AD-vs-NC encoder") <= 1  # one encoder for both classes
+    reports = {c: json.loads((out / c / "metrics.json").read_text()) for c in ("AD", "NC")}
+    assert (out / "AD" / "memorization_pairs.png").is_file() and (out / "NC" / "memorization_pairs.png").is_file()
+    assert reports["AD"]["class"] == "AD" and reports["NC"]["class"] == "NC" and reports["NC"]["images"] is None
+    assert reports["AD"]["encoder"]["sha256"] == reports["NC"]["encoder"]["sha256"]
+    diff = json.loads((out / "class_difference.json").read_text())
+    assert set(diff) == {"csf_fraction", "ventricle_fraction", "class_fidelity"}
+    assert diff["class_fidelity"] == {"AD": reports["AD"]["metrics"]["generated"]["class_fidelity"],
+                                      "NC": reports["NC"]["metrics"]["generated"]["class_fidelity"],
+                                      "mean": pytest.approx((reports["AD"]["metrics"]["generated"]["class_fidelity"]
+                                                             + reports["NC"]["metrics"]["generated"]["class_fidelity"]) / 2)}
+    real = {c: real_biomarkers(c) for c in ("AD", "NC")}
+    for name in ("csf_fraction", "ventricle_fraction"):
+        d = diff[name]
+        assert set(d) == {"generated", "real", "reproduced", "ratio"}
+        assert set(d["generated"]) == set(d["real"]) == {"difference", "ci95", "cohens_d"}
+        for c in ("AD", "NC"):
+            b = reports[c]["biomarkers"][name]
+            assert set(b) == BIOMARKER_KEYS and set(b["generated"]) == {"mean", "sd"}
+            assert b["real_train"]["mean"] == pytest.approx(real[c][name].mean().item())
+        # the real difference is that of the two classes' real training slices, computed here independently
+        assert d["real"]["difference"] == pytest.approx((real["AD"][name].mean() - real["NC"][name].mean()).item())
+        assert d["real"]["ci95"][0] < d["real"]["difference"] < d["real"]["ci95"][1]
+        # one generator under two labels: no generated difference, so nothing reproduced
+        assert d["generated"]["difference"] == 0 and d["generated"]["cohens_d"] == 0
+        assert d["generated"]["ci95"][0] <= 0 <= d["generated"]["ci95"][1]
+        assert d["ratio"] == 0 and d["reproduced"] is False
+        assert f"{name}: generated AD-NC +0.000" in printed
+    assert printed.rstrip().splitlines()[-1] == \
+        "The generators do not reproduce the real AD-NC difference in any biomarker."
+
+
+def demo_slices_as_pngs(folder, n: int = 20, res: int = 16):
+    """Held-out real AD demo slices written as PNGs (a 'generator' as good as the data); one saved as RGB."""
+    folder.mkdir()
+    images = evaluate.load_split("demo", "AD", res, 48, 0).test.images[:n]
+    for i, img in enumerate(images[:, 0].numpy()):
+        Image.fromarray(img).convert("RGB" if i == 0 else "L").save(folder / f"slice_{i:03d}.png")
+    return images
+
+
+def test_images_from_a_folder_and_from_a_tensor_file(shared_encoder, tmp_path, capsys):
+    images = demo_slices_as_pngs(tmp_path / "pngs")
+    torch.save(images[:, 0].clone(), tmp_path / "images.pt")  # (N, R, R)
+    common = ["--class", "AD", "--demo-count", "48", "--encoder", shared_encoder, "--encoder-steps", "30"]
+    for source, out in ((tmp_path / "pngs", tmp_path / "eval_pngs"), (tmp_path / "images.pt", tmp_path / "eval_pt")):
+        evaluate.main(["--images", str(source), "--out", str(out), *common])
+        assert "AD images" in capsys.readouterr().out
+        report = json.loads((out / "metrics.json").read_text())
+        assert report["checkpoint"] is None and report["images"] == str(source.resolve())
+        assert (report["class"], report["resolution"], report["n_generated"], report["data"]) == ("AD", 16, 20, "demo")
+        assert report["images_seen"] is None and report["data_seed"] == 0 and report["demo_count"] == 48
+        assert set(report["biomarkers"]) == {"csf_fraction", "ventricle_fraction"}
+        csf = report["biomarkers"]["csf_fraction"]
+        assert csf["generated"]["mean"] == pytest.approx(dataset.csf_fraction(images).double().mean().item())
+        assert (out / "memorization_pairs.png").is_file()
+    assert json.loads((tmp_path / "eval_pngs" / "metrics.json").read_text())["metrics"] == report["metrics"]
+
+
+def _one_line_refusal(argv, capsys, *needles):
+    code, err = _exit_code_and_error(argv, capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+def test_refusals_of_the_new_modes(tiny_run, tmp_path, capsys):
+    ckpt = str(tiny_run)
+    _one_line_refusal(["--ckpt", ckpt, ckpt, ckpt], capsys, "3 checkpoints", "one AD and one NC")
+    _one_line_refusal(["--ckpt", ckpt, ckpt, "--n", "16"], capsys, "both AD", "one AD and one NC")
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    _one_line_refusal(["--images", str(folder)], capsys, "--class")
+    _one_line_refusal(["--images", str(folder), "--class", "XY"], capsys, "--class XY", "AD")
+    _one_line_refusal(["--images", str(folder), "--ckpt", ckpt, "--class", "AD"], capsys, "--ckpt or --images")
+    _one_line_refusal(["--ckpt", ckpt, "--class", "AD"], capsys, "--class applies to --images")
+    _one_line_refusal(["--images", str(tmp_path / "missing"), "--class", "AD"], capsys, str(tmp_path / "missing"))
+    _one_line_refusal(["--images", str(folder), "--class", "AD"], capsys, str(folder), "no .png")
+    for i in range(3):
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / f"a{i}.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "b.png")
+    _one_line_refusal(["--images", str(folder), "--class", "AD"], capsys, str(folder / "b.png"), "one size")
+    (folder / "b.png").unlink()
+    Image.fromarray(np.zeros((32, 16), np.uint8)).save(folder / "c.png")
+    _one_line_refusal(["--images", str(folder), "--class", "AD"], capsys, str(folder / "c.png"), "not square")
+    (folder / "c.png").unlink()
+    (folder / "d.jpeg").write_bytes(b"not a JPEG")
+    _one_line_refusal(["--images", str(folder), "--class", "AD"], capsys, str(folder / "d.jpeg"), "not a readable")
+    (folder / "d.jpeg").unlink()
+    _one_line_refusal(["--images", str(folder), "--class", "AD"], capsys, str(folder), "3 images, too few")
+    bad = {"float.pt": torch.rand(20, 1, 16, 16), "rgb.pt": torch.zeros(20, 3, 16, 16, dtype=torch.uint8),
+           "odd.pt": torch.zeros(20, 1, 24, 24, dtype=torch.uint8), "dict.pt": {"images": torch.zeros(2)}}
+    for name, value in bad.items():
+        torch.save(value, tmp_path / name)
+    _one_line_refusal(["--images", str(tmp_path / "float.pt"), "--class", "NC"], capsys, "float.pt", "uint8")
+    _one_line_refusal(["--images", str(tmp_path / "rgb.pt"), "--class", "NC"], capsys, "rgb.pt", "(N, 1, R, R)")
+    _one_line_refusal(["--images", str(tmp_path / "odd.pt"), "--class", "NC"], capsys, "odd.pt", "power of two")
+    _one_line_refusal(["--images", str(tmp_path / "dict.pt"), "--class", "NC"], capsys, "dict.pt", "not a tensor")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    _one_line_refusal(["--images", str(tmp_path / "junk.pt"), "--class", "NC"], capsys, "junk.pt", "torch.save")
