@@ -310,7 +310,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", help="'demo' or an ADNI/NIfTI folder (default: the checkpoint's training data, else demo)")
     p.add_argument("--n", type=int, help="generated images (default 2000); with --images: the first N (default all)")
     p.add_argument("--out", help="folder for metrics.json and memorization_pairs.png (default <ckpt folder>/eval; "
-                                 "two checkpoints: outputs/eval, with AD/ and NC/ in it; --images: outputs/eval_images)")
+                                 "two checkpoints: outputs/eval, with AD/ and NC/ in it; "
+                                 "--images: outputs/eval_images)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the latents (seeds SEED..SEED+n-1), subsets, patches, projections, bootstrap and "
                         "the encoder")
@@ -579,7 +580,7 @@ def images_candidate(args: argparse.Namespace) -> Candidate:
     path = Path(args.images)
     if path.is_dir():
         images = read_image_folder(path)
-    elif path.suffix == ".pt":
+    elif path.suffix.lower() == ".pt":
         images = read_image_tensor(path)
     else:
         raise _bad_images(path, "neither a folder nor a .pt file; pass a folder of PNG/JPEG slices or a .pt file")

@@ -282,7 +282,8 @@ def biomarker_comparison(generated, real_train, real_test) -> dict:
     generated mean's error relative to the training mean."""
     gen, train, test = mean_sd(generated), mean_sd(real_train), mean_sd(real_test)
     return {"generated": gen, "real_train": train, "real_test": test,
-            "wasserstein": wasserstein1(generated, real_train), "wasserstein_floor": wasserstein1(real_test, real_train),
+            "wasserstein": wasserstein1(generated, real_train),
+            "wasserstein_floor": wasserstein1(real_test, real_train),
             "relative_error": relative_difference(gen["mean"], train["mean"])}
 
 

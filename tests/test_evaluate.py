@@ -299,10 +299,9 @@ def test_two_checkpoints_compare_the_classes(tiny_run, nc_twin, shared_encoder, 
     assert reports["AD"]["encoder"]["sha256"] == reports["NC"]["encoder"]["sha256"]
     diff = json.loads((out / "class_difference.json").read_text())
     assert set(diff) == {"csf_fraction", "ventricle_fraction", "class_fidelity"}
-    assert diff["class_fidelity"] == {"AD": reports["AD"]["metrics"]["generated"]["class_fidelity"],
-                                      "NC": reports["NC"]["metrics"]["generated"]["class_fidelity"],
-                                      "mean": pytest.approx((reports["AD"]["metrics"]["generated"]["class_fidelity"]
-                                                             + reports["NC"]["metrics"]["generated"]["class_fidelity"]) / 2)}
+    fidelity = {c: reports[c]["metrics"]["generated"]["class_fidelity"] for c in ("AD", "NC")}
+    assert diff["class_fidelity"] == {**fidelity, "mean": pytest.approx((fidelity["AD"] + fidelity["NC"]) / 2)}
+    assert fidelity["AD"] + fidelity["NC"] == pytest.approx(1)  # the same images, classified once
     real = {c: real_biomarkers(c) for c in ("AD", "NC")}
     for name in ("csf_fraction", "ventricle_fraction"):
         d = diff[name]
