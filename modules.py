@@ -49,6 +49,9 @@ class ModelConfig:
     image_channels: int = 1           # 1 = grayscale MRI
     channels: dict[int, int] = field(default_factory=dict)  # feature width per resolution
     mbstd_group: int = 4              # minibatch-stddev group size of the critic
+    noise_max_res: int | None = None  # noise inputs only up to this resolution (None = at every one)
+    skip_output: bool = False         # sum the upsampled to-image outputs of all resolutions (StyleGAN2's
+                                      # skip generator); False = only the newest one (ProGAN / StyleGAN1)
 
     def __post_init__(self):
         # JSON turns int keys into strings; accept both.
@@ -98,16 +101,17 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def preset(name: str, **overrides) -> ModelConfig:
-    """A copy of a preset, with `overrides` applied (e.g. resolution=128)."""
+    """A copy of a preset, with `overrides` applied (e.g. resolution=128; channels are merged
+    into the preset's, per resolution)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     d = PRESETS[name].to_dict()
-    if "resolution" in overrides and "channels" not in overrides:
-        r = overrides["resolution"]
-        chans = dict(d["channels"])
-        while max(chans) < r:  # extend by halving, so a larger size is still well-defined
-            chans[max(chans) * 2] = max(8, chans[max(chans)] // 2)
-        d["channels"] = {k: v for k, v in chans.items() if k <= r}
+    overrides = dict(overrides)
+    chans = {**d["channels"], **{int(k): int(v) for k, v in overrides.pop("channels", {}).items()}}
+    r = overrides.get("resolution", d["resolution"])
+    while max(chans) < r:  # extend by halving, so a larger size is still well-defined
+        chans[max(chans) * 2] = max(8, chans[max(chans)] // 2)
+    d["channels"] = {k: v for k, v in chans.items() if k <= r}
     d.update(overrides)
     return ModelConfig.from_dict(d)
 
@@ -276,15 +280,16 @@ class NoiseInjection(nn.Module):
 class StyledLayer(nn.Module):
     """(optional 2x upsample) -> conv 3x3 -> noise -> LeakyReLU -> AdaIN(w).
 
-    With conv=False (the first layer, on the learned constant) the conv is skipped.
+    With conv=False (the first layer, on the learned constant) the conv is skipped; with
+    noise=False the layer has no noise input (ModelConfig.noise_max_res).
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 seed: int, conv: bool = True, upsample: bool = False):
+                 seed: int, conv: bool = True, upsample: bool = False, noise: bool = True):
         super().__init__()
         self.upsample = upsample
         self.conv = EqualConv2d(in_channels, out_channels, 3) if conv else None
-        self.noise = NoiseInjection(out_channels, resolution, seed)
+        self.noise = NoiseInjection(out_channels, resolution, seed) if noise else None
         self.adain = AdaIN(out_channels, w_dim)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
@@ -292,7 +297,9 @@ class StyledLayer(nn.Module):
             x = upsample2x(x)
         if self.conv is not None:
             x = self.conv(x)
-        x = F.leaky_relu(self.noise(x, noise_mode), LRELU_SLOPE)
+        if self.noise is not None:
+            x = self.noise(x, noise_mode)
+        x = F.leaky_relu(x, LRELU_SLOPE)
         return self.adain(x, w)
 
 
@@ -322,9 +329,10 @@ class Generator(nn.Module):
         self.to_image = nn.ModuleList()
         for s, res in enumerate(cfg.resolutions):
             cin, cout = cfg.channels[res // 2] if s else c4, cfg.channels[res]
+            noise = cfg.noise_max_res is None or res <= cfg.noise_max_res
             self.blocks.append(nn.ModuleList([
-                StyledLayer(cin, cout, cfg.w_dim, res, seed=2 * s, conv=s > 0, upsample=s > 0),
-                StyledLayer(cout, cout, cfg.w_dim, res, seed=2 * s + 1),
+                StyledLayer(cin, cout, cfg.w_dim, res, seed=2 * s, conv=s > 0, upsample=s > 0, noise=noise),
+                StyledLayer(cout, cout, cfg.w_dim, res, seed=2 * s + 1, noise=noise),
             ]))
             self.to_image.append(EqualConv2d(cout, cfg.image_channels, 1, gain=1.0))
 
@@ -354,12 +362,20 @@ class Generator(nn.Module):
         if ws.ndim == 2:
             ws = ws[:, None].expand(-1, self.num_ws, -1)
         x = self.const.expand(ws.shape[0], -1, -1, -1)
-        prev = None
+        fading = step > 0 and alpha < 1.0
+        prev = img = None
         for s in range(step + 1):
-            if s == step and s > 0 and alpha < 1.0:
+            if s == step and fading:
                 prev = x
             a, b = self.blocks[s]
             x = b(a(x, ws[:, 2 * s], noise_mode), ws[:, 2 * s + 1], noise_mode)
+            if self.cfg.skip_output:  # every resolution adds its detail to the upsampled sum so far
+                out = self.to_image[s](x)
+                if s == step and fading:
+                    out = out * alpha
+                img = out if img is None else upsample2x(img) + out
+        if self.cfg.skip_output:
+            return img
         img = self.to_image[step](x)
         if prev is not None:  # fade-in: blend with the upsampled previous-resolution image
             skip = upsample2x(self.to_image[step - 1](prev))

@@ -382,3 +382,54 @@ def test_image_grid_layout(tmp_path):
     assert grid.shape == (1 + 2 * 5, 1 + 3 * 5)  # 2 rows, 3 columns of 4 px + 1 px borders
     assert grid[1, 1] == 0 and grid[6, 11] == 255  # first cell -1 -> 0, last cell +1 -> 255
     assert (grid[0] == 160).all() and (grid[:, 5] == 160).all()  # grey borders
+
+
+# ----------------------------------------------------------------------------- recipe options
+
+def test_skip_output_sums_upsampled_images_and_fades_in_continuously():
+    cfg = preset("tiny", skip_output=True)
+    torch.manual_seed(0)
+    g = Generator(cfg)
+    z = torch.randn(3, cfg.z_dim)
+    w = g.mapping(z)
+    # by hand: each resolution's to-image output added to the upsampled sum of the ones before
+    x, total = g.const.expand(3, -1, -1, -1), None
+    for s in range(cfg.max_step + 1):
+        a, b = g.blocks[s]
+        x = b(a(x, w, "const"), w, "const")
+        out = g.to_image[s](x)
+        total = out if total is None else F.interpolate(total, scale_factor=2, mode="bilinear",
+                                                        align_corners=False) + out
+    torch.testing.assert_close(g(z, noise_mode="const", clamp=False), total)
+    for step in range(1, cfg.max_step + 1):  # alpha 0 = the previous resolution, upsampled
+        prev = g(z, step=step - 1, alpha=1.0, noise_mode="const", clamp=False)
+        torch.testing.assert_close(g(z, step=step, alpha=0.0, noise_mode="const", clamp=False),
+                                   F.interpolate(prev, scale_factor=2, mode="bilinear", align_corners=False))
+
+
+def test_noise_max_res_removes_noise_inputs_above_it():
+    cfg = preset("tiny", noise_max_res=4)
+    g = Generator(cfg)
+    assert [layer.noise is None for block in g.blocks for layer in block] == [False, False, True, True, True, True]
+    for p in g.parameters():  # make every remaining noise input count
+        if p.shape[:1] == (1,) and p.ndim == 4 and p.shape[2:] == (1, 1):
+            p.data.fill_(1.0)
+    z = torch.randn(2, cfg.z_dim)
+    torch.manual_seed(1)
+    a = g(z, noise_mode="random")
+    torch.manual_seed(2)
+    b = g(z, noise_mode="random")
+    assert not torch.allclose(a, b)  # the 4x4 noise still varies the image
+    # a config saved before these options existed loads as before: noise everywhere, no skips
+    old = {k: v for k, v in preset("tiny").to_dict().items() if k not in ("noise_max_res", "skip_output")}
+    restored = ModelConfig.from_dict(old)
+    assert restored.noise_max_res is None and restored.skip_output is False
+    assert all(layer.noise is not None for block in Generator(restored).blocks for layer in block)
+
+
+def test_preset_merges_channel_overrides():
+    cfg = preset("quick", channels={64: 16})
+    assert cfg.channels == {**preset("quick").channels, 64: 16}
+    assert preset("tiny", resolution=32).channels[32] == 8  # extended by halving, floor 8
+    with pytest.raises(ValueError, match="channels"):
+        ModelConfig(resolution=8, channels={4: 8})
