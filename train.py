@@ -24,6 +24,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+STARTED = time.perf_counter()  # --minutes counts from here, so the budget includes importing torch
+
 import torch
 import torch.distributed as dist
 
@@ -46,17 +48,23 @@ class TrainConfig:
     resolution: int = 256                  # final resolution
     out: str = "runs/AD"                   # run folder
     seed: int = 0
+    data_seed: int | None = None           # seed of the demo set (None = seed); fixed for A/B runs over seeds
     stable_kimg: float = 600.0             # thousands of images per stabilisation phase
     fade_kimg: float = 600.0               # thousands of images per fade-in phase
     final_kimg: float = 600.0              # stabilisation at the final resolution
     batch: dict[int, int] = field(default_factory=dict)      # global batch size per resolution
     lr: float = 0.001                      # Adam learning rate (both networks)
     lr_by_res: dict[int, float] = field(default_factory=dict)  # overrides of lr per resolution
+    stable_kimg_by_res: dict[int, float] = field(default_factory=dict)  # overrides of stable_kimg per resolution
+    fade_kimg_by_res: dict[int, float] = field(default_factory=dict)    # overrides of fade_kimg per resolution
     betas: tuple[float, float] = (0.0, 0.99)
     gp_lambda: float = 10.0                # gradient-penalty weight
+    gp_every: int = 1                      # lazy regularisation: the penalty on every k-th critic step, x k
     drift: float = 0.001                   # weight of E[D(real)^2]
     n_critic: int = 1                      # critic steps per generator step
     style_mixing: float = 0.9              # probability of mixing two z's in a training batch
+    mixing_active_only: bool = False       # draw the crossover among the layers of the current resolution
+    reset_adam: bool = False               # clear Adam's moments when a new resolution starts (ProGAN)
     ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
     amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
@@ -68,11 +76,19 @@ class TrainConfig:
     stop_kimg: float | None = None         # stop early (with a checkpoint) once this many kimg are seen
     skip_bad: bool = False                 # skip unreadable data files instead of stopping
     demo_count: int | None = None          # demo-set size per class (None = dataset.py's default)
+    model: dict = field(default_factory=dict)  # overrides of the preset's ModelConfig (--channels, ...)
+    minutes: float | None = None           # the schedule was fitted to this wall time (--minutes)
+    probe_images_per_s: dict[int, float] = field(default_factory=dict)  # --minutes' measured speed per resolution
 
     def __post_init__(self):
         self.batch = {int(k): int(v) for k, v in self.batch.items()}
         self.lr_by_res = {int(k): float(v) for k, v in self.lr_by_res.items()}
+        self.stable_kimg_by_res = {int(k): float(v) for k, v in self.stable_kimg_by_res.items()}
+        self.fade_kimg_by_res = {int(k): float(v) for k, v in self.fade_kimg_by_res.items()}
+        self.probe_images_per_s = {int(k): float(v) for k, v in self.probe_images_per_s.items()}
         self.betas = tuple(self.betas)
+        if self.gp_every < 1:
+            raise ValueError(f"gp_every must be at least 1, got {self.gp_every}")
 
 
 TRAIN_PRESETS: dict[str, dict] = {
@@ -105,10 +121,15 @@ class Phase:
 
 
 def phases(max_step: int, cfg: TrainConfig) -> list[tuple[int, str, float]]:
-    """(step, 'fade'|'stable', kimg) for every phase: 4x4 stable, then fade + stable per resolution."""
-    out = [(0, "stable", cfg.stable_kimg if max_step else cfg.final_kimg)]
+    """(step, 'fade'|'stable', kimg) for every phase: 4x4 stable, then fade + stable per resolution.
+
+    The final resolution's stable phase is final_kimg; the others are stable_kimg and fade_kimg,
+    or their per-resolution overrides."""
+    def stable(s):
+        return cfg.final_kimg if s == max_step else cfg.stable_kimg_by_res.get(4 * 2 ** s, cfg.stable_kimg)
+    out = [(0, "stable", stable(0))]
     for s in range(1, max_step + 1):
-        out += [(s, "fade", cfg.fade_kimg), (s, "stable", cfg.final_kimg if s == max_step else cfg.stable_kimg)]
+        out += [(s, "fade", cfg.fade_kimg_by_res.get(4 * 2 ** s, cfg.fade_kimg)), (s, "stable", stable(s))]
     return out
 
 
@@ -254,6 +275,7 @@ class Trainer:
                 m.to(memory_format=torch.channels_last)
         self.g_fwd, self.d_fwd = self.G, self.D
         self.penalty_path = True  # the critic's fast double-backward path for the penalty (bench.py compares)
+        self.last_gp = torch.zeros((), device=device)  # logged on critic steps without the (lazy) penalty
         if cfg.compile:
             self.g_fwd, self.d_fwd = torch.compile(self.G), torch.compile(self.D)
 
@@ -262,14 +284,16 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+    def _latents(self, n: int, step: int) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
         z = torch.randn(n, self.model_cfg.z_dim, device=self.device)
         if self.cfg.style_mixing > 0 and random.random() < self.cfg.style_mixing:
-            return z, torch.randn_like(z), random.randint(1, self.G.num_ws - 1)
+            # the layers in use at this step are 0 .. 2 * step + 1
+            layers = 2 * (step + 1) if self.cfg.mixing_active_only else self.G.num_ws
+            return z, torch.randn_like(z), random.randint(1, layers - 1)
         return z, None, None
 
     def _generate(self, n: int, step: int, alpha: float, update_w_avg: bool = False) -> torch.Tensor:
-        z, z_mix, cross = self._latents(n)
+        z, z_mix, cross = self._latents(n, step)
         with self.autocast():
             img = self.g_fwd(z, step, alpha, z_mix=z_mix, crossover=cross, update_w_avg=update_w_avg,
                              clamp=False)
@@ -288,14 +312,17 @@ class Trainer:
         self.scaler.step(opt)
         self.scaler.update()
 
-    def train_step(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float) -> dict[str, torch.Tensor]:
+    def train_step(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float,
+                   iteration: int = 0) -> dict[str, torch.Tensor]:
         """One iteration: `n_critic` critic updates (one real batch each) and one generator
         update; `iterate` adds the EMA update. Returns the losses as 0-dim tensors
-        (no device sync)."""
+        (no device sync). With gp_every = k, the gradient penalty is computed on critic
+        steps whose number (iteration * n_critic + j) is a multiple of k, weighted by k;
+        the logged `gp` is then the last one computed."""
         cfg = self.cfg
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
-        for real in reals:
+        for j, real in enumerate(reals):
             n = real.shape[0]
             with torch.no_grad():
                 fake = self._generate(n, step, alpha)
@@ -304,11 +331,14 @@ class Trainer:
                     d_real, d_fake = self.d_fwd(torch.cat([real, fake]), step, alpha).split(n)
                 else:
                     d_real, d_fake = self.d_fwd(real, step, alpha), self.d_fwd(fake, step, alpha)
-            eps = torch.rand(n, device=self.device)
-            gp = gradient_penalty(lambda x: self._critic_autocast(x, step, alpha), real, fake, eps,
-                                  grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
             loss_w = critic_loss(d_real, d_fake)
-            loss_d = loss_w + cfg.gp_lambda * gp + cfg.drift * drift_penalty(d_real)
+            loss_d = loss_w + cfg.drift * drift_penalty(d_real)
+            if (iteration * len(reals) + j) % cfg.gp_every == 0:
+                eps = torch.rand(n, device=self.device)
+                self.last_gp = gradient_penalty(
+                    lambda x: self._critic_autocast(x, step, alpha), real, fake, eps,
+                    grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
+                loss_d = loss_d + cfg.gp_lambda * cfg.gp_every * self.last_gp
             self._step(self.opt_d, self.D, loss_d, lr)
 
         self.D.requires_grad_(False)
@@ -319,14 +349,22 @@ class Trainer:
         self._step(self.opt_g, self.G, loss_g, lr)
         all_reduce_mean([self.G.mapping.w_avg], self.dist)  # each rank saw its own z's
         self.G.requires_grad_(False)
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "gp": gp.detach(),
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "gp": self.last_gp.detach(),
                 "wdist": -loss_w.detach(), "d_real": d_real.detach().float().mean()}
 
     def iterate(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float, images_seen: int,
-                global_batch: int) -> dict[str, torch.Tensor]:
+                global_batch: int, iteration: int = 0) -> dict[str, torch.Tensor]:
         """One training iteration as `run` performs it (and bench.py times it): `train_step`,
-        then the EMA update; `images_seen` counts this iteration's `global_batch` images."""
-        losses = self.train_step(reals, step, alpha, lr)
+        then the EMA update; `images_seen` counts this iteration's `global_batch` images and
+        `iteration` numbers it from 0. With reset_adam, the first iteration at a new
+        resolution starts both optimizers afresh (a pure function of images seen, so a
+        resumed run resets at the same iteration)."""
+        if self.cfg.reset_adam and images_seen > global_batch:
+            before = schedule(images_seen - global_batch - 1, self.model_cfg.max_step, self.cfg)
+            if before.step != step:
+                self.opt_g.state.clear()
+                self.opt_d.state.clear()
+        losses = self.train_step(reals, step, alpha, lr, iteration)
         self.update_ema(images_seen, global_batch)
         return losses
 
@@ -455,14 +493,15 @@ def truncate_stats(path: str, iteration: int) -> None:
 # ----------------------------------------------------------------------------- the run
 
 def checkpoint_state(trainer: Trainer, cfg: TrainConfig, images_seen: int, iteration: int,
-                     phase: Phase) -> dict:
+                     phase: Phase, elapsed_s: float = 0.0) -> dict:
+    """Everything a resumed run needs; `elapsed_s` is the wall time spent so far (--minutes)."""
     rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"format": modules.CHECKPOINT_FORMAT, "version": modules.CHECKPOINT_VERSION,
             "class_name": cfg.class_name, "model_config": trainer.model_cfg.to_dict(),
             "train_config": dataclasses.asdict(cfg), "images_seen": images_seen,
-            "iteration": iteration, "step": phase.step, "alpha": phase.alpha,
+            "iteration": iteration, "step": phase.step, "alpha": phase.alpha, "elapsed_s": elapsed_s,
             "rng": rng, **trainer.state()}
 
 
@@ -480,17 +519,130 @@ def real_batch(images: torch.Tensor, idx: torch.Tensor, generator: torch.Generat
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+PROBE_SECONDS = 2.0    # --minutes: time each resolution's iteration at least this long (after 2 warm-ups)
+FIT_RESERVE = 0.04     # --minutes: share of the time left kept for sample grids, checkpoints and plots
+FIT_FINAL_S = 5.0      # --minutes: seconds kept for the final checkpoint, snapshot, samples and plots
+
+
+def probe_speed(model_cfg: ModelConfig, cfg: TrainConfig, slices: dataset.SliceSet, device: torch.device,
+                d: Dist = Dist()) -> dict[int, float]:
+    """Images per second of the real training iteration at each resolution (at fade-in midpoint,
+    the dearer of the two phases), on a throwaway trainer, so the run itself starts untouched."""
+    probe = Trainer(model_cfg, cfg, device, d)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    speed = {}
+    for s, res in enumerate(model_cfg.resolutions):
+        batch, alpha = cfg.batch[res] // d.world, 0.5 if s else 1.0
+        images = slices.at_resolution(res).to(device)
+        n, elapsed, warmup = 0, 0.0, 2
+        # whole cycles of the lazy penalty, and long enough to average out the noise
+        while n < warmup + 2 * cfg.gp_every or elapsed < PROBE_SECONDS:
+            t = time.perf_counter()
+            reals = [real_batch(images, torch.randint(len(images), (batch,), generator=gen), gen, alpha,
+                                probe.channels_last) for _ in range(cfg.n_critic)]
+            losses = probe.iterate(reals, s, alpha, cfg.lr, 10 ** 6, cfg.batch[res], n)
+            float(losses["loss_d"])  # waits for the device
+            if n >= warmup:
+                elapsed += time.perf_counter() - t
+            n += 1
+        speed[res] = cfg.batch[res] * (n - warmup) / elapsed
+    return speed
+
+
+def fit_schedule(cfg: TrainConfig, max_step: int, images_seen: int, speed: dict[int, float],
+                 seconds: float) -> TrainConfig:
+    """`cfg` with the phases still ahead scaled by one factor, so that training from `images_seen`
+    to the end takes `seconds` (less FIT_RESERVE) at `speed` (images/s per resolution).
+
+    Phases already done keep their length, and so does a fade-in under way (its alpha stays
+    continuous); a stable phase under way keeps what it has done and scales what is left.
+    Every phase's length is written out per resolution, so the result stands on its own."""
+    plan, start = phases(max_step, cfg), 0.0
+    kimg = images_seen / 1000.0
+    for cur, (step, name, length) in enumerate(plan):
+        if kimg < start + length or cur == len(plan) - 1:
+            break
+        start += length
+    done = min(max(kimg - start, 0.0), plan[cur][2])
+    fixed_cur = name == "fade" and done > 0  # a fade-in under way keeps its length
+    fixed = (plan[cur][2] - done) * 1000 / speed[4 * 2 ** plan[cur][0]] if fixed_cur else 0.0
+    scalable = [(j, (length - (done if j == cur else 0.0))) for j, (_, _, length) in enumerate(plan)
+                if j > cur or (j == cur and not fixed_cur)]
+    planned = sum(k * 1000 / speed[4 * 2 ** plan[j][0]] for j, k in scalable)
+    f = max((seconds - FIT_FINAL_S) * (1 - FIT_RESERVE) - fixed, 0.0) / planned if planned > 0 else 0.0
+    lengths = [length for _, _, length in plan]
+    for j, k in scalable:
+        lengths[j] = round((done if j == cur else 0.0) + f * k, 4)
+    stable, fade, final = dict(cfg.stable_kimg_by_res), dict(cfg.fade_kimg_by_res), cfg.final_kimg
+    for (step, name, _), length in zip(plan, lengths):
+        res = 4 * 2 ** step
+        if name == "fade":
+            fade[res] = length
+        elif step == max_step:
+            final = length
+        else:
+            stable[res] = length
+    return dataclasses.replace(cfg, stable_kimg_by_res=stable, fade_kimg_by_res=fade, final_kimg=final)
+
+
+class Clock:
+    """--minutes: the run's deadline, and the training speed measured per resolution, from which
+    the phases ahead are re-fitted at every phase end and periodic checkpoint (this machine's
+    speed drifts; the probe at the start is only a first guess)."""
+
+    def __init__(self, seconds_left: float, probe: dict[int, float]):
+        self.deadline = time.perf_counter() + seconds_left
+        self.probe = probe
+        self.images: dict[int, int] = {}
+        self.seconds: dict[int, float] = {}
+        self.last_res: int | None = None
+
+    def record(self, res: int, images: int, seconds: float) -> None:
+        self.images[res] = self.images.get(res, 0) + images
+        self.seconds[res] = self.seconds.get(res, 0.0) + seconds
+        self.last_res = res
+
+    def speed(self) -> dict[int, float]:
+        """Measured images/s where measured, else the probe's scaled by how far the newest
+        measurement is from its probe (the same drift is assumed for the rest)."""
+        ratio = 1.0
+        if self.last_res is not None and self.seconds[self.last_res] > 0:
+            ratio = self.images[self.last_res] / self.seconds[self.last_res] / self.probe[self.last_res]
+        return {r: self.images[r] / self.seconds[r] if self.seconds.get(r, 0) > 0 else v * ratio
+                for r, v in self.probe.items()}
+
+    def refit(self, cfg: TrainConfig, max_step: int, images_seen: int) -> TrainConfig:
+        return fit_schedule(cfg, max_step, images_seen, self.speed(), self.deadline - time.perf_counter())
+
+
+def write_run_config(model_cfg: ModelConfig, cfg: TrainConfig, trainer: Trainer, d: Dist) -> None:
+    """config.json: the resolved architecture and training config (with --minutes, the schedule
+    as last fitted), and where the run runs."""
+    write_json_atomic({"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg),
+                       "world_size": d.world, "device": str(trainer.device), "amp": trainer.amp,
+                       "channels_last": trainer.channels_last, "threads": torch.get_num_threads()},
+                      os.path.join(cfg.out, "config.json"))
+
+
+def _agreed(cfg: TrainConfig, d: Dist) -> TrainConfig:
+    """Rank 0's config on every rank (a --minutes fit depends on each process's own timing)."""
+    if d.world == 1:
+        return cfg
+    box = [cfg]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
 def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = None,
-        device_arg: str | None = None, progress: bool = True) -> Trainer:
-    """Train one class, or continue `resume_state` (a loaded checkpoint); returns the trainer."""
+        device_arg: str | None = None, progress: bool = True, started: float | None = None) -> Trainer:
+    """Train one class, or continue `resume_state` (a loaded checkpoint); returns the trainer.
+    `started`: the perf_counter time from which --minutes counts (default: now)."""
+    started = time.perf_counter() if started is None else started
     d, device = setup_distributed(device_arg)
     if d.main:
         os.makedirs(cfg.out, exist_ok=True)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
     stats_path = os.path.join(cfg.out, "stats.jsonl")
-
-    trainer = Trainer(model_cfg, cfg, device, d)
-    images_seen = iteration = 0
     if resume_state is not None:
         state = resume_state
         if state["class_name"] != cfg.class_name:
@@ -499,20 +651,41 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
         if ModelConfig.from_dict(state["model_config"]) != model_cfg:
             raise RunError(f"{ckpt_path} was trained with another architecture than --preset {cfg.preset} "
                            f"--resolution {cfg.resolution}; resume with the run's own settings")
-        trainer.load_state(state)
-        torch.set_rng_state(state["rng"]["torch"])  # (each iteration reseeds from its number anyway)
-        images_seen, iteration = int(state["images_seen"]), int(state["iteration"])
-        if d.main:
-            truncate_stats(stats_path, iteration)
-    if d.main:
-        write_json_atomic({"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg),
-                           "world_size": d.world, "device": str(device), "amp": trainer.amp,
-                           "channels_last": trainer.channels_last, "threads": torch.get_num_threads()},
-                          os.path.join(cfg.out, "config.json"))
 
     slices = dataset.load_slices(None if cfg.data == "demo" else cfg.data, cfg.class_name, "train",
                                  model_cfg.resolution, skip_bad=cfg.skip_bad, demo_count=cfg.demo_count,
-                                 seed=cfg.seed)
+                                 seed=cfg.seed if cfg.data_seed is None else cfg.data_seed)
+    images_seen = int(resume_state["images_seen"]) if resume_state is not None else 0
+    clock = None
+    spent_before = float(resume_state.get("elapsed_s", 0.0)) if resume_state is not None else 0.0
+
+    def spent() -> float:
+        return round(spent_before + time.perf_counter() - started, 2)
+    if cfg.minutes:  # fit the schedule to the time left (a resumed run: what its checkpoint had not spent)
+        if not cfg.probe_images_per_s:
+            speed = probe_speed(model_cfg, cfg, slices, device, d)
+            cfg = dataclasses.replace(cfg, probe_images_per_s={r: round(v, 2) for r, v in speed.items()})
+        clock = Clock(cfg.minutes * 60 - spent(), cfg.probe_images_per_s)
+        cfg = _agreed(clock.refit(cfg, model_cfg.max_step, images_seen), d)
+        if total_kimg(model_cfg.max_step, cfg) * 1000 < images_seen + cfg.batch[4 * 2 ** model_cfg.max_step]:
+            raise RunError(f"--minutes {cfg.minutes:g} leaves no time to train after start-up "
+                           f"({spent():.0f} s spent); pass a larger --minutes")
+        if d.main:
+            print(f"--minutes {cfg.minutes:g}: measured " + ", ".join(
+                f"{r}px {v:.0f}" for r, v in cfg.probe_images_per_s.items())
+                + f" img/s; schedule fitted to {total_kimg(model_cfg.max_step, cfg):.1f} kimg "
+                  "(re-fitted at every phase end to the speed measured in training)")
+
+    trainer = Trainer(model_cfg, cfg, device, d)
+    iteration = 0
+    if resume_state is not None:
+        trainer.load_state(state)
+        torch.set_rng_state(state["rng"]["torch"])  # (each iteration reseeds from its number anyway)
+        iteration = int(state["iteration"])
+        if d.main:
+            truncate_stats(stats_path, iteration)
+    if d.main:
+        write_run_config(model_cfg, cfg, trainer, d)
     if d.main:
         print(f"data: {slices.source}")
         print(f"class {cfg.class_name}: {len(slices)} training images at {model_cfg.resolution}x{model_cfg.resolution}")
@@ -533,6 +706,7 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
     last_ckpt_kimg, t_log, n_log = images_seen / 1000.0, time.perf_counter(), 0
     phase = schedule(images_seen, max_step, cfg)
     while images_seen < stop_kimg * 1000:
+        t_iter = time.perf_counter()
         phase = schedule(images_seen, max_step, cfg)
         if phase.batch % d.world:
             raise RunError(f"batch size {phase.batch} at {phase.resolution}px does not split over "
@@ -555,14 +729,22 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
 
         images_seen += phase.batch
         iteration += 1
-        losses = trainer.iterate(reals, phase.step, phase.alpha, phase.lr, images_seen, phase.batch)
+        losses = trainer.iterate(reals, phase.step, phase.alpha, phase.lr, images_seen, phase.batch,
+                                 iteration - 1)
         pending.append(losses)
         n_log += phase.batch
 
         after = schedule(images_seen, max_step, cfg)
+        due = images_seen / 1000.0 - last_ckpt_kimg >= cfg.ckpt_every_kimg
+        if clock is not None and (iteration % cfg.log_every == 0 or after.index != phase.index or due):
+            cfg = trainer.cfg = _agreed(clock.refit(cfg, max_step, images_seen), d)
+            total = total_kimg(max_step, cfg)
+            stop_kimg = total if cfg.stop_kimg is None else min(cfg.stop_kimg, total)
+            after = schedule(images_seen, max_step, cfg)
+            if bar is not None:
+                bar.total = round(stop_kimg * 1000)
         stopping = images_seen >= stop_kimg * 1000
         phase_end = after.index != phase.index or stopping
-        due = images_seen / 1000.0 - last_ckpt_kimg >= cfg.ckpt_every_kimg
         # The losses are checked before anything is saved, so a checkpoint never holds a diverged state.
         if iteration % cfg.log_every == 0 or phase_end or due:
             vals, bad = _reduce_logged(pending, d)
@@ -592,20 +774,24 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
 
         if (phase_end or due) and d.main:
             if not stopping:  # the end of the run writes its checkpoint below
-                modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, after), ckpt_path)
+                modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, after, spent()), ckpt_path)
             if after.index != phase.index:
                 _write_samples(trainer, grid_z, phase, cfg)
                 if phase.name == "stable":
                     snap = os.path.join(cfg.out, f"snapshot_{phase.resolution}x{phase.resolution}.pt")
-                    modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, phase), snap)
+                    modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, phase, spent()), snap)
         if phase_end or due:
             last_ckpt_kimg = images_seen / 1000.0
+            if clock is not None and d.main:
+                write_run_config(model_cfg, cfg, trainer, d)
+        if clock is not None:
+            clock.record(phase.resolution, phase.batch, time.perf_counter() - t_iter)
 
     if bar is not None:
         bar.close()
     if d.main:
         final = schedule(images_seen, max_step, cfg)
-        state = checkpoint_state(trainer, cfg, images_seen, iteration, final)
+        state = checkpoint_state(trainer, cfg, images_seen, iteration, final, spent())
         modules.save_checkpoint(state, ckpt_path)
         if final.done:
             res = final.resolution
@@ -656,20 +842,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default runs/<CLASS>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="seed of the demo set (default: --seed); fix it to compare training seeds on one data set")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     g = p.add_argument_group("schedule (kimg = thousands of images seen)")
-    g.add_argument("--stable-kimg", type=float, default=None, help="images per stabilisation phase")
-    g.add_argument("--fade-kimg", type=float, default=None, help="images per fade-in phase")
+    g.add_argument("--stable-kimg", type=_res_map(float), default=None,
+                   help="images per stabilisation phase, one number or per resolution like 4:2,8:4")
+    g.add_argument("--fade-kimg", type=_res_map(float), default=None,
+                   help="images per fade-in phase, one number or per resolution like 8:2,16:4")
     g.add_argument("--final-kimg", type=float, default=None, help="stabilisation at the final resolution")
     g.add_argument("--stop-kimg", type=float, default=None,
                    help="stop with a checkpoint at this many kimg (resume later)")
+    g.add_argument("--minutes", type=float, default=None,
+                   help="fit the schedule to this many minutes of wall time on this machine: a short speed "
+                        "probe per resolution, then every phase's kimg scaled by one factor (saved in "
+                        "config.json; a resumed run keeps it)")
     g.add_argument("--batch", type=_res_map(int), default=None,
                    help="global batch size, one number or per resolution like 4:64,8:64,16:32")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate of both networks")
     g.add_argument("--n-critic", type=int, default=None, help="critic steps per generator step (default 1)")
     g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
+    g.add_argument("--gp-every", type=int, default=None,
+                   help="lazy regularisation: the gradient penalty on every k-th critic step, weighted by k")
     g.add_argument("--style-mixing", type=float, default=None, help="style-mixing probability (default 0.9)")
+    g.add_argument("--mixing-active-only", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw the style-mixing crossover among the current resolution's layers only")
+    g.add_argument("--reset-adam", action=argparse.BooleanOptionalAction, default=None,
+                   help="clear Adam's moments when a new resolution starts (ProGAN)")
     g.add_argument("--ema-kimg", type=float, default=None, help="EMA half-life of the generator in kimg")
+    g = p.add_argument_group("architecture (overrides of the preset's; saved with the run)")
+    g.add_argument("--channels", type=_res_map(int), default=None,
+                   help="feature width per resolution in both networks, like 4:64,8:64,16:64,32:32,64:16")
+    g.add_argument("--noise-max-res", type=_noise_res, default=None,
+                   help="noise inputs only up to this resolution, or 'all'")
+    g.add_argument("--skip-output", action=argparse.BooleanOptionalAction, default=None,
+                   help="sum the upsampled to-image outputs of every resolution (StyleGAN2's skip generator)")
+    g.add_argument("--mapping-lr-mul", type=float, default=None,
+                   help="learning-rate multiplier of the mapping network (StyleGAN: 0.01)")
     g = p.add_argument_group("speed and output")
     g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=None,
                    help="mixed-precision autocast (default auto: bf16 where the GPU or CPU has native bf16, "
@@ -687,6 +896,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+MODEL_FLAGS = ("channels", "noise_max_res", "skip_output", "mapping_lr_mul")  # ModelConfig fields set by flags
+
+
+def _noise_res(text: str) -> int | str:
+    if text == "all":
+        return text
+    value = int(text)
+    if value < 4:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a resolution >= 4 nor 'all'")
+    return value
+
+
 def _res_map(kind):
     def parse(text: str):
         if ":" not in text:
@@ -696,8 +917,11 @@ def _res_map(kind):
     return parse
 
 
-def resolve_config(args: argparse.Namespace, saved: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
-    """Preset defaults, then the resumed run's saved config, then flags given on the command line."""
+def resolve_config(args: argparse.Namespace, saved: dict | None = None,
+                   saved_model: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """Preset defaults, then the resumed run's saved config, then flags given on the command line.
+
+    A resumed run keeps its checkpoint's architecture (`saved_model`) unless flags change it."""
     base = dict(saved or {})
     preset_name = args.preset or base.get("preset") or "full"
     if saved and args.preset and args.preset != saved.get("preset"):
@@ -708,11 +932,21 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None) -> tuple
         base = dataclasses.asdict(TrainConfig())
         base.update(TRAIN_PRESETS[preset_name])
         base["resolution"] = modules.PRESETS[preset_name].resolution
+    if saved and args.minutes is not None and args.minutes != saved.get("minutes"):
+        raise RunError(f"--minutes: the resumed run's schedule was fitted to {saved.get('minutes')} minutes "
+                       "when it started; drop --minutes")
     flags = {k: v for k, v in vars(args).items() if v is not None and k in base and k not in ("resume",)}
     if isinstance(flags.get("batch"), int):
         flags["batch"] = {r: flags["batch"] for r in base["batch"]}
     elif isinstance(flags.get("batch"), dict):
         flags["batch"] = {**base["batch"], **flags["batch"]}
+    for key in ("stable_kimg", "fade_kimg"):  # per-resolution values go to the *_by_res overrides
+        if isinstance(flags.get(key), dict):
+            flags[f"{key}_by_res"] = {**base.get(f"{key}_by_res", {}), **flags.pop(key)}
+    model_flags = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
+    if model_flags.get("noise_max_res") == "all":
+        model_flags["noise_max_res"] = None
+    flags["model"] = {**base.get("model", {}), **model_flags}
     base.update(flags)
     base["preset"] = preset_name
     base["class_name"] = args.class_name
@@ -723,9 +957,12 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None) -> tuple
     elif args.out is not None:
         base["out"] = args.out
     try:
-        model_cfg = modules.preset(preset_name, resolution=base["resolution"])
+        if saved_model is not None and not model_flags and args.resolution is None:
+            model_cfg = ModelConfig.from_dict(saved_model)
+        else:
+            model_cfg = modules.preset(preset_name, resolution=base["resolution"], **base["model"])
     except ValueError as e:
-        raise RunError(f"--resolution: {e}") from None
+        raise RunError(f"--resolution/--channels: {e}") from None
     cfg = TrainConfig(**base)
     missing = [r for r in model_cfg.resolutions if r not in cfg.batch]
     if missing:
@@ -733,7 +970,8 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None) -> tuple
     return model_cfg, cfg
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, started: float | None = None) -> int:
+    """The command line; `started` is when --minutes' clock starts (default: now)."""
     args = build_parser().parse_args(argv)
     out = args.out or os.path.join("runs", args.class_name)
     ckpt_path = os.path.join(out, "checkpoint.pt")
@@ -747,11 +985,12 @@ def main(argv: list[str] | None = None) -> int:
             raise RunError(f"{ckpt_path} already exists; pass --resume to continue it, or choose another --out")
         if args.threads:
             torch.set_num_threads(args.threads)
-        model_cfg, cfg = resolve_config(args, state["train_config"] if state else None)
+        model_cfg, cfg = resolve_config(args, state["train_config"] if state else None,
+                                        state["model_config"] if state else None)
         if args.preset is None and state is None and not torch.cuda.is_available() and args.device in (None, "cpu"):
             print("note: no GPU found; the full preset (256x256) is slow on a CPU; "
                   "--preset quick trains a 64x64 demo in minutes", file=sys.stderr)
-        run(model_cfg, cfg, resume_state=state, device_arg=args.device)
+        run(model_cfg, cfg, resume_state=state, device_arg=args.device, started=started)
     except (RunError, modules.CheckpointError, dataset.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -766,4 +1005,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(started=STARTED))

@@ -317,3 +317,105 @@ def test_trains_on_an_adni_layout_folder(tmp_path, capsys):
     assert str(root) in first[0] and "20" in first[0]
     assert first[1].startswith("class NC: 20 training images at 16x16")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]["data"] == str(root)
+
+
+# ----------------------------------------------------------------------------- recipe options
+
+def test_lazy_gradient_penalty_every_k_steps_weighted_by_k(monkeypatch):
+    cfg = modules.preset("tiny")
+    t = train.Trainer(cfg, tiny_cfg(style_mixing=0.0, gp_every=3, drift=0.0), torch.device("cpu"))
+    calls = []
+    real_gp = train.gradient_penalty
+    monkeypatch.setattr(train, "gradient_penalty", lambda *a, **k: calls.append(1) or real_gp(*a, **k))
+    seen_loss = []
+    monkeypatch.setattr(t, "_step", lambda opt, net, loss, lr: seen_loss.append(loss.detach()))
+    reals = [torch.randn(4, 1, 4, 4)]
+    for it in range(6):
+        t.train_step(reals, 0, 1.0, 1e-3, iteration=it)
+    assert len(calls) == 2 and len(seen_loss) == 12  # penalty at iterations 0 and 3; a D and a G step each
+    # on a penalty step, loss_d = Wasserstein loss + lambda * k * gp
+    out = t.train_step(reals, 0, 1.0, 1e-3, iteration=6)
+    assert out["loss_d"].item() == pytest.approx(-out["wdist"].item() + 10.0 * 3 * out["gp"].item(), rel=1e-5)
+    out = t.train_step(reals, 0, 1.0, 1e-3, iteration=7)
+    assert out["loss_d"].item() == pytest.approx(-out["wdist"].item(), rel=1e-5)
+    with pytest.raises(ValueError, match="gp_every"):
+        tiny_cfg(gp_every=0)
+
+
+def test_style_mixing_crossover_stays_in_active_layers():
+    cfg = modules.preset("tiny")
+    for active, top in ((True, 3), (False, 5)):
+        t = train.Trainer(cfg, tiny_cfg(style_mixing=1.0, mixing_active_only=active), torch.device("cpu"))
+        crossovers = {t._latents(2, step=1)[2] for _ in range(300)}
+        assert crossovers == set(range(1, top + 1))  # step 1 uses layers 0..3
+
+
+def test_reset_adam_clears_moments_exactly_when_a_resolution_starts():
+    cfg = modules.preset("tiny")
+    tc = tiny_cfg(style_mixing=0.0, reset_adam=True, stable_kimg=0.032, fade_kimg=0.032, batch={4: 16, 8: 16, 16: 16})
+    t = train.Trainer(cfg, tc, torch.device("cpu"))
+    t.iterate([torch.randn(16, 1, 4, 4)], 0, 1.0, 1e-3, 16, 16)
+    t.iterate([torch.randn(16, 1, 4, 4)], 0, 1.0, 1e-3, 32, 16)
+    steps = lambda: int(next(iter(t.opt_g.state.values()))["step"])  # noqa: E731
+    assert steps() == 2
+    t.iterate([torch.randn(16, 1, 8, 8)], 1, 0.5, 1e-3, 48, 16)  # first iteration at 8x8: fresh moments
+    assert steps() == 1
+    t.iterate([torch.randn(16, 1, 8, 8)], 1, 1.0, 1e-3, 64, 16)
+    assert steps() == 2
+
+
+def _phase_seconds(cfg, speed, max_step=2, from_kimg=0.0):
+    out, start = 0.0, 0.0
+    for step, _, length in train.phases(max_step, cfg):
+        part = max(0.0, start + length - max(start, from_kimg))
+        out += part * 1000 / speed[4 * 2 ** step]
+        start += length
+    return out
+
+
+def test_fit_schedule_fills_the_time_left_and_keeps_the_past():
+    speed = {4: 400.0, 8: 200.0, 16: 50.0}
+    cfg = tiny_cfg(stable_kimg=2.0, fade_kimg=1.0, final_kimg=4.0)
+    budget = (100.0 - train.FIT_FINAL_S) * (1 - train.FIT_RESERVE)
+    fit = train.fit_schedule(cfg, 2, 0, speed, 100.0)
+    assert _phase_seconds(fit, speed) == pytest.approx(budget, rel=1e-3)
+    ratios = [b / a for (_, _, a), (_, _, b) in zip(train.phases(2, cfg), train.phases(2, fit))]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)  # one factor for every phase
+    # inside the 8x8 fade (started at 2 kimg): what is done and that fade stay as they are
+    mid = train.fit_schedule(cfg, 2, 2500, speed, 30.0)
+    assert [k for _, _, k in train.phases(2, mid)][:2] == [2.0, 1.0]
+    assert _phase_seconds(mid, speed, from_kimg=2.5) == pytest.approx(
+        (30.0 - train.FIT_FINAL_S) * (1 - train.FIT_RESERVE), rel=1e-3)
+    # inside the final stable phase with no time left: it ends where it is
+    end = train.fit_schedule(cfg, 2, 9000, speed, 0.0)
+    assert train.total_kimg(2, end) == pytest.approx(9.0)
+    assert train.schedule(9000, 2, end).done
+
+
+def test_minutes_fits_schedule_and_resume_keeps_it(tmp_path, capsys):
+    out = tmp_path / "m"
+    assert run_main(["--class", "AD", "--out", out, *TINY, "--minutes", "1", "--stop-kimg", "0.3"]) == 0
+    saved = json.load(open(out / "config.json"))["train"]
+    assert saved["minutes"] == 1 and set(saved["probe_images_per_s"]) == {"4", "8", "16"}
+    assert set(saved["fade_kimg_by_res"]) == {"8", "16"} and saved["stable_kimg_by_res"]["4"] > 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["train_config"]["probe_images_per_s"] and state["elapsed_s"] > 0
+    assert run_main(["--class", "AD", "--out", out, "--resume", "--minutes", "5", "--device", "cpu"]) == 2
+    assert "--minutes" in capsys.readouterr().err
+    assert run_main(["--class", "AD", "--out", tmp_path / "short", *TINY, "--minutes", "0.01"]) == 2
+    assert "no time to train" in capsys.readouterr().err
+
+
+def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
+    out = tmp_path / "arch"
+    assert run_main(["--class", "NC", "--out", out, *TINY, "--channels", "16:12", "--noise-max-res", "8",
+                     "--skip-output", "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2",
+                     "--stop-kimg", "0.064"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    mc = state["model_config"]
+    assert mc["channels"][16] == 12 and mc["noise_max_res"] == 8 and mc["skip_output"] is True
+    assert state["train_config"]["stable_kimg_by_res"] == {4: 0.032, 8: 0.016}
+    assert state["step"] == 1  # 0.064 kimg = 4x4 (0.032) and part of the 8x8 fade
+    assert run_main(["--class", "NC", "--out", out, "--resume", "--stop-kimg", "0.096", "--device", "cpu"]) == 0
+    g = modules.load_generator(str(out / "checkpoint.pt"))
+    assert g.cfg.channels[16] == 12 and g.cfg.skip_output
