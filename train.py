@@ -587,8 +587,8 @@ def fit_schedule(cfg: TrainConfig, max_step: int, images_seen: int, speed: dict[
 
 class Clock:
     """--minutes: the run's deadline, and the training speed measured per resolution, from which
-    the phases ahead are re-fitted at every phase end and periodic checkpoint (this machine's
-    speed drifts; the probe at the start is only a first guess)."""
+    the phases ahead are re-fitted at every log line, phase end and periodic checkpoint (this
+    machine's speed drifts; the probe at the start is only a first guess)."""
 
     def __init__(self, seconds_left: float, probe: dict[int, float]):
         self.deadline = time.perf_counter() + seconds_left
@@ -674,7 +674,7 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
             print(f"--minutes {cfg.minutes:g}: measured " + ", ".join(
                 f"{r}px {v:.0f}" for r, v in cfg.probe_images_per_s.items())
                 + f" img/s; schedule fitted to {total_kimg(model_cfg.max_step, cfg):.1f} kimg "
-                  "(re-fitted at every phase end to the speed measured in training)")
+                  "(re-fitted as it goes to the speed measured in training)")
 
     trainer = Trainer(model_cfg, cfg, device, d)
     iteration = 0
