@@ -20,6 +20,8 @@ Resolution steps: step 0 is 4x4, step s is 4 * 2**s.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import tempfile
@@ -506,9 +508,10 @@ def save_image_grid(images: torch.Tensor, path: str, nrow: int, border: int = 1,
         r, c = divmod(i, nrow)
         y, x = border + r * (h + border), border + c * (w + border)
         grid[y:y + h, x:x + w] = pix[i]
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    Image.fromarray(grid.numpy(), mode="L").save(path)
+    buf = io.BytesIO()
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
+    Image.fromarray(grid.numpy(), mode="L").save(buf, format=fmt)
+    write_bytes_atomic(buf.getbuffer(), path)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -517,24 +520,42 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or not of this project; str() is one line."""
 
 
-def save_checkpoint(state: dict, path: str) -> None:
-    """Write `state` atomically: a temp file in the same folder, fsync, then rename.
+_UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) and put it back
+os.umask(_UMASK)
 
-    A reader (or a run killed mid-save) only ever sees the old or the new file whole.
-    """
+
+def write_bytes_atomic(data, path: str) -> None:
+    """Write `data` to a temp file beside `path`, fsync, then rename: a reader, or a run killed
+    mid-write, sees the old or the new file whole. On failure (a full disk, a lost permission)
+    the temp file is removed and an OSError naming `path` is raised; the old file is untouched."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; give the usual umask's permissions
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename != path:
+            raise OSError(e.errno, e.strerror or str(e), path) from None
         raise
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """Write `state` atomically (see `write_bytes_atomic`).
+
+    It is serialised in memory first: torch.save into a file hides a write error (a full
+    disk) behind a RuntimeError, while a plain write raises the OSError that says what happened.
+    """
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes_atomic(buf.getbuffer(), path)
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

@@ -4,6 +4,7 @@
     python train.py --class NC --preset quick --data /data/ADNI
     python train.py --class AD                             # full preset: 256x256, for a GPU
     python train.py --class AD --resume                    # continue runs/AD/checkpoint.pt
+    python train.py --class AD --resume auto               # continue if it exists, else start (requeue)
     torchrun --nproc_per_node=2 train.py --class AD        # data parallel over 2 processes
 
 The run folder (--out, default runs/<CLASS>) gets checkpoint.pt (rewritten atomically),
@@ -17,10 +18,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import random
+import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -456,10 +461,10 @@ def plot_losses(stats_path: str, out_dir: str, class_name: str) -> list[str]:
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         path = os.path.join(out_dir, f"{class_name}_{fname}.png")
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
         plt.close(fig)
-        os.replace(tmp, path)
+        modules.write_bytes_atomic(buf.getbuffer(), path)
         paths.append(path)
     return paths
 
@@ -473,21 +478,141 @@ def _robust_limits(vals: list[float]) -> tuple[float, float]:
 
 
 def write_text_atomic(text: str, path: str) -> None:
-    """Write a temp file beside `path`, then rename: readers see the old or the new file whole."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Readers see the old or the new file whole (see modules.write_bytes_atomic)."""
+    modules.write_bytes_atomic(text.encode(), path)
 
 
 def write_json_atomic(obj, path: str) -> None:
     write_text_atomic(json.dumps(obj, indent=2), path)
 
 
+def append_line(text: str, path: str) -> None:
+    """Append one line to stats.jsonl; a failed write raises an OSError that names `path`."""
+    try:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), path) from None
+
+
 def truncate_stats(path: str, iteration: int) -> None:
     """On resume, drop lines a killed run logged after its last checkpoint."""
     rows = [r for r in read_stats(path) if r["iteration"] <= iteration]
     write_text_atomic("".join(json.dumps(r) + "\n" for r in rows), path)
+
+
+# ----------------------------------------------------------------------------- signals and the run lock
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, n))
+EXIT_CODES = {"SIGTERM": 128 + 15, "SIGINT": 128 + 2, "SIGUSR1": 0}  # SIGUSR1: a requeue, not a failure
+
+
+class Stopped(Exception):
+    """A stop signal arrived before the first iteration: nothing new to save."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopRequest:
+    """SIGTERM, SIGINT and SIGUSR1 (SLURM's preemption and time-limit warnings, Ctrl-C) turned
+    into a request that the training loop honours between iterations.
+
+    Until `armed` (loading data, probing speed) a signal raises `Stopped` at once. From the
+    first iteration on, the handler only records it: the iteration in flight finishes, the
+    checkpoint is written, and a second signal cannot cut that save short."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.armed = False
+        self._previous: dict = {}
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        return self
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if first and not self.armed:
+            raise Stopped(signum)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    def agreed(self, d: Dist, device: torch.device) -> bool:
+        """Whether any process was signalled; under torchrun one tiny all-reduce per iteration,
+        so that every rank stops after the same iteration."""
+        if d.world == 1:
+            return self.signum is not None
+        flag = torch.tensor([float(self.signum or 0)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if self.signum is None and flag.item():
+            self.signum = int(flag.item())
+        return bool(flag.item())
+
+
+class RunLock:
+    """An OS advisory lock (flock) on <out>/train.lock for as long as a run trains there: a
+    second train.py on the same folder stops at once. The OS drops the lock when the process
+    ends in any way (SIGKILL included), so it never goes stale; the file itself stays."""
+    NAME = "train.lock"
+
+    def __init__(self, folder: str):
+        self.folder, self.path, self._file = folder, os.path.join(folder, self.NAME), None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # no flock on this OS: run unprotected, as before
+            return self
+        os.makedirs(self.folder, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            f.close()
+            raise RunError(f"{self.folder} is in use by another train.py (pid {pid}, lock {self.path}); "
+                           "wait for it to end, stop it, or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the lock
+            self._file = None
+
+
+def resume_command(argv: list[str], world: int = 1) -> str:
+    """The command that continues this run: the same arguments with --resume."""
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            if a == "auto":
+                continue
+        if a == "--resume":
+            skip = True
+            continue
+        if not a.startswith("--resume="):
+            args.append(a)
+    launcher = "python" if world == 1 else f"torchrun --nproc_per_node={world}"
+    return f"{launcher} train.py {shlex.join(args)} --resume"
 
 
 # ----------------------------------------------------------------------------- the run
@@ -634,9 +759,12 @@ def _agreed(cfg: TrainConfig, d: Dist) -> TrainConfig:
 
 
 def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = None,
-        device_arg: str | None = None, progress: bool = True, started: float | None = None) -> Trainer:
+        device_arg: str | None = None, progress: bool = True, started: float | None = None,
+        stop: StopRequest | None = None) -> Trainer:
     """Train one class, or continue `resume_state` (a loaded checkpoint); returns the trainer.
-    `started`: the perf_counter time from which --minutes counts (default: now)."""
+    `started`: the perf_counter time from which --minutes counts (default: now).
+    `stop`: installed signal handlers; a signal ends the run after the iteration in flight,
+    with a checkpoint (see StopRequest)."""
     started = time.perf_counter() if started is None else started
     d, device = setup_distributed(device_arg)
     if d.main:
@@ -684,6 +812,10 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
         iteration = int(state["iteration"])
         if d.main:
             truncate_stats(stats_path, iteration)
+    elif d.main and read_stats(stats_path):  # a run killed before its first checkpoint
+        print(f"note: {stats_path} held {len(read_stats(stats_path))} lines of a run that saved no "
+              "checkpoint; starting it over", file=sys.stderr)
+        truncate_stats(stats_path, 0)
     if d.main:
         write_run_config(model_cfg, cfg, trainer, d)
     if d.main:
@@ -705,7 +837,10 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
     pending: list[dict] = []
     last_ckpt_kimg, t_log, n_log = images_seen / 1000.0, time.perf_counter(), 0
     phase = schedule(images_seen, max_step, cfg)
-    while images_seen < stop_kimg * 1000:
+    signalled = False
+    if stop is not None:
+        stop.armed = True  # from here a signal waits for the iteration in flight (see StopRequest)
+    while images_seen < stop_kimg * 1000 and not signalled:
         t_iter = time.perf_counter()
         phase = schedule(images_seen, max_step, cfg)
         if phase.batch % d.world:
@@ -743,9 +878,11 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
             after = schedule(images_seen, max_step, cfg)
             if bar is not None:
                 bar.total = round(stop_kimg * 1000)
-        stopping = images_seen >= stop_kimg * 1000
+        signalled = stop is not None and stop.agreed(d, device)
+        stopping = images_seen >= stop_kimg * 1000 or signalled
         phase_end = after.index != phase.index or stopping
         # The losses are checked before anything is saved, so a checkpoint never holds a diverged state.
+        # A stop always logs its last iteration, so stats.jsonl ends where the checkpoint does.
         if iteration % cfg.log_every == 0 or phase_end or due:
             vals, bad = _reduce_logged(pending, d)
             if bad:
@@ -761,8 +898,7 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
                    "images_per_s": round(n_log / dt, 2) if dt > 0 else None}
             t_log, n_log = time.perf_counter(), 0
             if d.main:
-                with open(stats_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_line(json.dumps(row), stats_path)
                 if bar is not None:
                     bar.set_postfix_str(f"{phase.resolution}px {phase.name} a={phase.alpha:.2f} "
                                         f"D={vals['loss_d']:.3f} G={vals['loss_g']:.3f} "
@@ -798,8 +934,12 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
             modules.save_checkpoint(state, os.path.join(cfg.out, f"snapshot_{res}x{res}.pt"))
             _write_samples(trainer, grid_z, final, cfg, final=True)
         plot_losses(stats_path, cfg.out, cfg.class_name)
-        print(f"{'finished' if final.done else 'stopped'} at {images_seen / 1000:.2f} kimg, "
-              f"{final.resolution}px; checkpoint: {ckpt_path}")
+        if signalled:
+            print(f"{stop.name}: stopped after iteration {iteration}, {images_seen} images seen "
+                  f"({final.resolution}px); checkpoint: {ckpt_path}", file=sys.stderr)
+        else:
+            print(f"{'finished' if final.done else 'stopped'} at {images_seen / 1000:.2f} kimg, "
+                  f"{final.resolution}px; checkpoint: {ckpt_path}")
     return trainer
 
 
@@ -840,7 +980,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=None,
                    help="final resolution (power of two); default: the preset's")
     p.add_argument("--out", default=None, help="run folder (default runs/<CLASS>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue from <out>/checkpoint.pt; '--resume auto' continues it when it exists "
+                        "and starts a new run when it does not (for requeued cluster jobs)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     p.add_argument("--data-seed", type=int, default=None,
                    help="seed of the demo set (default: --seed); fix it to compare training seeds on one data set")
@@ -972,17 +1114,28 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
 
 def main(argv: list[str] | None = None, started: float | None = None) -> int:
     """The command line; `started` is when --minutes' clock starts (default: now)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     out = args.out or os.path.join("runs", args.class_name)
     ckpt_path = os.path.join(out, "checkpoint.pt")
+    again = resume_command(argv, int(os.environ.get("WORLD_SIZE", "1")))
+    rank = int(os.environ.get("RANK", "0"))
+    stop = StopRequest().install()
+    lock = RunLock(out)
     try:
-        state = None
-        if args.resume:
-            if not os.path.exists(ckpt_path):
-                raise RunError(f"--resume: {ckpt_path} does not exist; start the run without --resume")
-            state = modules.load_checkpoint(ckpt_path)
-        elif os.path.exists(ckpt_path):
+        resume = os.path.exists(ckpt_path) if args.resume == "auto" else bool(args.resume)
+        if resume and not os.path.exists(ckpt_path):
+            raise RunError(f"--resume: {ckpt_path} does not exist; start the run without --resume "
+                           "(or with --resume auto)")
+        if not resume:
+            resolve_config(args)  # bad flags fail before the run folder is created
+        if rank == 0:  # one lock per run, held by rank 0 under torchrun
+            lock.acquire()
+        if not resume and os.path.exists(ckpt_path):
             raise RunError(f"{ckpt_path} already exists; pass --resume to continue it, or choose another --out")
+        state = modules.load_checkpoint(ckpt_path) if resume else None
+        if args.resume == "auto":
+            print(f"--resume auto: {'continuing ' + ckpt_path if resume else 'no checkpoint in ' + out + ', starting'}")
         if args.threads:
             torch.set_num_threads(args.threads)
         model_cfg, cfg = resolve_config(args, state["train_config"] if state else None,
@@ -990,15 +1143,29 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         if args.preset is None and state is None and not torch.cuda.is_available() and args.device in (None, "cpu"):
             print("note: no GPU found; the full preset (256x256) is slow on a CPU; "
                   "--preset quick trains a 64x64 demo in minutes", file=sys.stderr)
-        run(model_cfg, cfg, resume_state=state, device_arg=args.device, started=started)
+        run(model_cfg, cfg, resume_state=state, device_arg=args.device, started=started, stop=stop)
+        if stop.signum is not None:
+            if rank == 0:
+                print(f"resume with: {again}", file=sys.stderr)
+            return EXIT_CODES[stop.name]
     except (RunError, modules.CheckpointError, dataset.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; resume with: python train.py --class {args.class_name} --out {out} --resume",
-              file=sys.stderr)
-        return 130
+    except OSError as e:  # disk full, permission lost: atomic writes left the last checkpoint whole
+        if e.filename is None:
+            raise
+        print(f"error: could not write {e.filename} ({e.strerror or e}); {ckpt_path} holds the last "
+              f"checkpoint saved: free space or fix permissions, then: {again}", file=sys.stderr)
+        return 2
+    except Stopped as e:
+        if rank == 0:
+            print(f"{e}: stopped before training started; nothing new to save. Start again with: "
+                  f"{again if os.path.exists(ckpt_path) else 'python train.py ' + shlex.join(argv)}",
+                  file=sys.stderr)
+        return EXIT_CODES[str(e)]
     finally:
+        stop.restore()
+        lock.release()
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
