@@ -25,7 +25,7 @@ import io
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -152,11 +152,11 @@ class EqualConv2d(nn.Module):
         self.weight_gain = gain / math.sqrt(in_channels * kernel_size ** 2)
         self.padding = kernel_size // 2
 
-    def forward(self, x: torch.Tensor, penalty: bool = False) -> torch.Tensor:
-        """penalty=True: this call is differentiated with respect to x only, with
+    def forward(self, x: torch.Tensor, input_grad_only: bool = False) -> torch.Tensor:
+        """input_grad_only=True: this call is differentiated with respect to x only, with
         create_graph, and then again (the gradient penalty); see _ConvForPenalty."""
         weight = self.weight * self.weight_gain
-        if not penalty:
+        if not input_grad_only:
             return F.conv2d(x, weight, self.bias, padding=self.padding)
         bias = self.bias
         if torch.is_autocast_enabled(x.device.type):  # autocast does not reach inside a Function
@@ -453,30 +453,30 @@ class Critic(nn.Module):
         self.final_fc = EqualLinear(c4 * 16, c4)
         self.final_out = EqualLinear(c4, 1, gain=1.0)
 
-    def _block(self, s: int, x: torch.Tensor, penalty: bool) -> torch.Tensor:
+    def _block(self, s: int, x: torch.Tensor, input_grad_only: bool) -> torch.Tensor:
         conv1, conv2 = self.blocks[s]
-        x = F.leaky_relu(conv1(x, penalty), LRELU_SLOPE)
-        x = F.leaky_relu(conv2(x, penalty), LRELU_SLOPE)
+        x = F.leaky_relu(conv1(x, input_grad_only), LRELU_SLOPE)
+        x = F.leaky_relu(conv2(x, input_grad_only), LRELU_SLOPE)
         return downsample2x(x)
 
-    def _from_image(self, s: int, img: torch.Tensor, penalty: bool) -> torch.Tensor:
-        return F.leaky_relu(self.from_image[s](img, penalty), LRELU_SLOPE)
+    def _from_image(self, s: int, img: torch.Tensor, input_grad_only: bool) -> torch.Tensor:
+        return F.leaky_relu(self.from_image[s](img, input_grad_only), LRELU_SLOPE)
 
-    def forward(self, img: torch.Tensor, step: int, alpha: float = 1.0, penalty: bool = False) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, step: int, alpha: float = 1.0, input_grad_only: bool = False) -> torch.Tensor:
         """img (N, C, r, r) with r = 4 * 2**step -> scores (N,).
 
-        penalty=True for the gradient penalty's call: the scores are then differentiated
+        input_grad_only=True for the gradient penalty's call: the scores are then differentiated
         with respect to img only (create_graph), and the result again; the convolutions
         take a path whose double backward is fast (_ConvForPenalty).
         """
         assert img.shape[-1] == 4 * 2 ** step, f"image size {img.shape[-1]} does not match step {step}"
-        x = self._from_image(step, img, penalty)
+        x = self._from_image(step, img, input_grad_only)
         for s in range(step, 0, -1):
-            x = self._block(s, x, penalty)
+            x = self._block(s, x, input_grad_only)
             if s == step and alpha < 1.0:  # fade-in: blend with the downsampled image's path
-                x = torch.lerp(self._from_image(s - 1, downsample2x(img), penalty), x, alpha)
+                x = torch.lerp(self._from_image(s - 1, downsample2x(img), input_grad_only), x, alpha)
         x = self.mbstd(x)
-        x = F.leaky_relu(self.final_conv(x, penalty), LRELU_SLOPE)
+        x = F.leaky_relu(self.final_conv(x, input_grad_only), LRELU_SLOPE)
         x = F.leaky_relu(self.final_fc(x.flatten(1)), LRELU_SLOPE)
         return self.final_out(x).squeeze(1)
 
@@ -558,22 +558,85 @@ def save_checkpoint(state: dict, path: str) -> None:
     write_bytes_atomic(buf.getbuffer(), path)
 
 
+@dataclass
+class Checkpoint:
+    """One training state on disk: plain types and tensors only (read with weights_only=True),
+    tagged with CHECKPOINT_FORMAT and CHECKPOINT_VERSION. train.py writes it; everything that
+    reads one goes through `Checkpoint.load` (or `load_generator`).
+
+    What generating images needs is required; the training fields default to empty, so a
+    generator-only checkpoint (as the tests build) loads too, but cannot be resumed."""
+    class_name: str
+    model_config: dict                      # ModelConfig.to_dict(): rebuilds both networks
+    step: int                               # resolution index of the saved phase (0 = 4x4)
+    alpha: float                            # fade-in weight of that resolution
+    generator_ema: dict                     # state_dict of the EMA generator (the one to sample)
+    generator: dict = field(default_factory=dict)
+    critic: dict = field(default_factory=dict)
+    optim_g: dict = field(default_factory=dict)
+    optim_d: dict = field(default_factory=dict)
+    scaler: dict = field(default_factory=dict)  # fp16 loss scaler
+    train_config: dict = field(default_factory=dict)  # train.TrainConfig as a dict
+    images_seen: int = 0
+    iteration: int = 0
+    elapsed_s: float = 0.0                  # wall time spent so far (--minutes)
+    rng: dict = field(default_factory=dict)  # {"torch": CPU generator state, "cuda": [per device]}
+
+    def to_dict(self) -> dict:
+        """The plain dict on disk (shallow: the tensors are shared, not copied)."""
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    def save(self, path: str) -> None:
+        save_checkpoint(self.to_dict(), path)
+
+    @classmethod
+    def from_dict(cls, state, path: str = "checkpoint") -> "Checkpoint":
+        """Check the tag, version and field types; CheckpointError (one line) otherwise."""
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} is not a checkpoint of this project (no '{CHECKPOINT_FORMAT}' format tag)")
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"checkpoint {path} has format version {state.get('version')}, "
+                                  f"this code reads version {CHECKPOINT_VERSION}")
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in state.items() if k in known}
+        kinds = {"str": str, "dict": dict, "int": int, "float": (int, float)}
+        for name, f in known.items():
+            if name not in values and f.default is f.default_factory is MISSING:
+                raise CheckpointError(f"checkpoint {path} has no '{name}'; re-train or pick another file")
+            if name in values and not isinstance(values[name], kinds[str(f.type).split()[0]]):
+                raise CheckpointError(f"checkpoint {path} has a damaged '{name}' "
+                                      f"({type(values[name]).__name__}); re-train or pick another file")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str, map_location="cpu") -> "Checkpoint":
+        if not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # truncated, corrupt, or not a torch file at all
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"checkpoint {path} is unreadable ({first[:120]}); "
+                                  "re-train or pick another file") from None
+        return cls.from_dict(state, path)
+
+    def ema_generator(self, device: str | torch.device = "cpu", path: str = "checkpoint") -> Generator:
+        """The EMA generator, in eval mode at the saved resolution and alpha, `class_name` set."""
+        try:
+            g = Generator(ModelConfig.from_dict(self.model_config))
+            g.load_state_dict(self.generator_ema)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"checkpoint {path} has a damaged generator ({type(e).__name__}: {first}); "
+                                  "re-train or pick another file") from None
+        g.step, g.alpha, g.class_name = self.step, float(self.alpha), self.class_name
+        return g.to(device).eval().requires_grad_(False)
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Read a checkpoint with weights_only=True and check it is ours and of a known version."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated, corrupt, or not a torch file at all
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable ({first[:120]}); "
-                              "re-train or pick another file") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a checkpoint of this project (no '{CHECKPOINT_FORMAT}' format tag)")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {state.get('version')}, "
-                              f"this code reads version {CHECKPOINT_VERSION}")
-    return state
+    """A checked checkpoint as the plain dict that is on disk (see `Checkpoint`)."""
+    return Checkpoint.load(path, map_location).to_dict()
 
 
 def load_generator(path: str, device: str | torch.device = "cpu") -> Generator:
@@ -582,17 +645,7 @@ def load_generator(path: str, device: str | torch.device = "cpu") -> Generator:
     The result is in eval mode, set to the trained resolution and fade-in alpha, with
     `class_name` set; g(z) gives images in [-1, 1] of shape (N, C, g.resolution, g.resolution).
     """
-    state = load_checkpoint(path, map_location="cpu")
-    try:
-        g = Generator(ModelConfig.from_dict(state["model_config"]))
-        g.load_state_dict(state["generator_ema"])
-        g.step, g.alpha = int(state["step"]), float(state["alpha"])
-        g.class_name = state["class_name"]
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} has a damaged generator ({type(e).__name__}: {first}); "
-                              "re-train or pick another file") from None
-    return g.to(device).eval().requires_grad_(False)
+    return Checkpoint.load(path).ema_generator(device, path)
 
 
 def count_parameters(module: nn.Module) -> int:

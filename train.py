@@ -217,13 +217,13 @@ def setup_distributed(device_arg: str | None) -> tuple[Dist, torch.device]:
     return Dist(rank, world), device
 
 
-def all_reduce_mean(tensors: list[torch.Tensor], d: Dist) -> None:
+def all_reduce_mean(tensors: list[torch.Tensor], ranks: Dist) -> None:
     """Average tensors in place over all processes, as one flat buffer (one collective)."""
-    if d.world == 1 or not tensors:
+    if ranks.world == 1 or not tensors:
         return
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
-    flat /= d.world
+    flat /= ranks.world
     for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
         t.copy_(part.view_as(t))
 
@@ -258,8 +258,8 @@ class Trainer:
     because the gradient penalty needs a double backward, which DDP's reducer does not follow.
     """
 
-    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, d: Dist = Dist()):
-        self.model_cfg, self.cfg, self.device, self.dist = model_cfg, cfg, device, d
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, ranks: Dist = Dist()):
+        self.model_cfg, self.cfg, self.device, self.ranks = model_cfg, cfg, device, ranks
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.G = Generator(model_cfg).to(device)
         self.D = Critic(model_cfg).to(device)
@@ -306,14 +306,14 @@ class Trainer:
             img = img.contiguous(memory_format=torch.channels_last)
         return img
 
-    def _step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float) -> None:
+    def _optimizer_step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.dist.world > 1:
+        if self.ranks.world > 1:
             self.scaler.unscale_(opt)
-            all_reduce_mean([p.grad for p in net.parameters() if p.grad is not None], self.dist)
+            all_reduce_mean([p.grad for p in net.parameters() if p.grad is not None], self.ranks)
         self.scaler.step(opt)
         self.scaler.update()
 
@@ -344,15 +344,15 @@ class Trainer:
                     lambda x: self._critic_autocast(x, step, alpha), real, fake, eps,
                     grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
                 loss_d = loss_d + cfg.gp_lambda * cfg.gp_every * self.last_gp
-            self._step(self.opt_d, self.D, loss_d, lr)
+            self._optimizer_step(self.opt_d, self.D, loss_d, lr)
 
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
         fake = self._generate(reals[0].shape[0], step, alpha, update_w_avg=True)
         with self.autocast():
             loss_g = generator_loss(self.d_fwd(fake, step, alpha))
-        self._step(self.opt_g, self.G, loss_g, lr)
-        all_reduce_mean([self.G.mapping.w_avg], self.dist)  # each rank saw its own z's
+        self._optimizer_step(self.opt_g, self.G, loss_g, lr)
+        all_reduce_mean([self.G.mapping.w_avg], self.ranks)  # each rank saw its own z's
         self.G.requires_grad_(False)
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "gp": self.last_gp.detach(),
                 "wdist": -loss_w.detach(), "d_real": d_real.detach().float().mean()}
@@ -379,7 +379,7 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            return self.D(x, step, alpha, penalty=self.penalty_path)
+            return self.D(x, step, alpha, input_grad_only=self.penalty_path)
 
     @torch.no_grad()
     def update_ema(self, images_seen: int, global_batch: int) -> None:
@@ -549,10 +549,10 @@ class StopRequest:
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
 
-    def agreed(self, d: Dist, device: torch.device) -> bool:
+    def agreed(self, ranks: Dist, device: torch.device) -> bool:
         """Whether any process was signalled; under torchrun one tiny all-reduce per iteration,
         so that every rank stops after the same iteration."""
-        if d.world == 1:
+        if ranks.world == 1:
             return self.signum is not None
         flag = torch.tensor([float(self.signum or 0)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -617,19 +617,6 @@ def resume_command(argv: list[str], world: int = 1) -> str:
 
 # ----------------------------------------------------------------------------- the run
 
-def checkpoint_state(trainer: Trainer, cfg: TrainConfig, images_seen: int, iteration: int,
-                     phase: Phase, elapsed_s: float = 0.0) -> dict:
-    """Everything a resumed run needs; `elapsed_s` is the wall time spent so far (--minutes)."""
-    rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"format": modules.CHECKPOINT_FORMAT, "version": modules.CHECKPOINT_VERSION,
-            "class_name": cfg.class_name, "model_config": trainer.model_cfg.to_dict(),
-            "train_config": dataclasses.asdict(cfg), "images_seen": images_seen,
-            "iteration": iteration, "step": phase.step, "alpha": phase.alpha, "elapsed_s": elapsed_s,
-            "rng": rng, **trainer.state()}
-
-
 def real_batch(images: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, alpha: float,
                channels_last: bool = False) -> torch.Tensor:
     """The critic's real batch: uint8 images[idx] -> flipped, [-1, 1] floats on images' device.
@@ -650,14 +637,14 @@ FIT_FINAL_S = 5.0      # --minutes: seconds kept for the final checkpoint, snaps
 
 
 def probe_speed(model_cfg: ModelConfig, cfg: TrainConfig, slices: dataset.SliceSet, device: torch.device,
-                d: Dist = Dist()) -> dict[int, float]:
+                ranks: Dist = Dist()) -> dict[int, float]:
     """Images per second of the real training iteration at each resolution (at fade-in midpoint,
     the dearer of the two phases), on a throwaway trainer, so the run itself starts untouched."""
-    probe = Trainer(model_cfg, cfg, device, d)
+    probe = Trainer(model_cfg, cfg, device, ranks)
     gen = torch.Generator().manual_seed(cfg.seed)
     speed = {}
     for s, res in enumerate(model_cfg.resolutions):
-        batch, alpha = cfg.batch[res] // d.world, 0.5 if s else 1.0
+        batch, alpha = cfg.batch[res] // ranks.world, 0.5 if s else 1.0
         images = slices.at_resolution(res).to(device)
         n, elapsed, warmup = 0, 0.0, 2
         # whole cycles of the lazy penalty, and long enough to average out the noise
@@ -740,18 +727,18 @@ class Clock:
         return fit_schedule(cfg, max_step, images_seen, self.speed(), self.deadline - time.perf_counter())
 
 
-def write_run_config(model_cfg: ModelConfig, cfg: TrainConfig, trainer: Trainer, d: Dist) -> None:
+def write_run_config(model_cfg: ModelConfig, cfg: TrainConfig, trainer: Trainer, ranks: Dist) -> None:
     """config.json: the resolved architecture and training config (with --minutes, the schedule
     as last fitted), and where the run runs."""
     write_json_atomic({"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg),
-                       "world_size": d.world, "device": str(trainer.device), "amp": trainer.amp,
+                       "world_size": ranks.world, "device": str(trainer.device), "amp": trainer.amp,
                        "channels_last": trainer.channels_last, "threads": torch.get_num_threads()},
                       os.path.join(cfg.out, "config.json"))
 
 
-def _agreed(cfg: TrainConfig, d: Dist) -> TrainConfig:
+def _agreed(cfg: TrainConfig, ranks: Dist) -> TrainConfig:
     """Rank 0's config on every rank (a --minutes fit depends on each process's own timing)."""
-    if d.world == 1:
+    if ranks.world == 1:
         return cfg
     box = [cfg]
     dist.broadcast_object_list(box, 0)
@@ -765,191 +752,270 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
     `started`: the perf_counter time from which --minutes counts (default: now).
     `stop`: installed signal handlers; a signal ends the run after the iteration in flight,
     with a checkpoint (see StopRequest)."""
-    started = time.perf_counter() if started is None else started
-    d, device = setup_distributed(device_arg)
-    if d.main:
-        os.makedirs(cfg.out, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    stats_path = os.path.join(cfg.out, "stats.jsonl")
-    if resume_state is not None:
-        state = resume_state
-        if state["class_name"] != cfg.class_name:
-            raise RunError(f"{ckpt_path} is a class {state['class_name']} checkpoint, not {cfg.class_name}; "
-                           f"pass --class {state['class_name']} or another --out")
-        if ModelConfig.from_dict(state["model_config"]) != model_cfg:
-            raise RunError(f"{ckpt_path} was trained with another architecture than --preset {cfg.preset} "
-                           f"--resolution {cfg.resolution}; resume with the run's own settings")
-
-    slices = dataset.load_slices(None if cfg.data == "demo" else cfg.data, cfg.class_name, "train",
-                                 model_cfg.resolution, skip_bad=cfg.skip_bad, demo_count=cfg.demo_count,
-                                 seed=cfg.seed if cfg.data_seed is None else cfg.data_seed)
-    images_seen = int(resume_state["images_seen"]) if resume_state is not None else 0
-    clock = None
-    spent_before = float(resume_state.get("elapsed_s", 0.0)) if resume_state is not None else 0.0
-
-    def spent() -> float:
-        return round(spent_before + time.perf_counter() - started, 2)
-    if cfg.minutes:  # fit the schedule to the time left (a resumed run: what its checkpoint had not spent)
-        if not cfg.probe_images_per_s:
-            speed = probe_speed(model_cfg, cfg, slices, device, d)
-            cfg = dataclasses.replace(cfg, probe_images_per_s={r: round(v, 2) for r, v in speed.items()})
-        clock = Clock(cfg.minutes * 60 - spent(), cfg.probe_images_per_s)
-        cfg = _agreed(clock.refit(cfg, model_cfg.max_step, images_seen), d)
-        if total_kimg(model_cfg.max_step, cfg) * 1000 < images_seen + cfg.batch[4 * 2 ** model_cfg.max_step]:
-            raise RunError(f"--minutes {cfg.minutes:g} leaves no time to train after start-up "
-                           f"({spent():.0f} s spent); pass a larger --minutes")
-        if d.main:
-            print(f"--minutes {cfg.minutes:g}: measured " + ", ".join(
-                f"{r}px {v:.0f}" for r, v in cfg.probe_images_per_s.items())
-                + f" img/s; schedule fitted to {total_kimg(model_cfg.max_step, cfg):.1f} kimg "
-                  "(re-fitted as it goes to the speed measured in training)")
-
-    trainer = Trainer(model_cfg, cfg, device, d)
-    iteration = 0
-    if resume_state is not None:
-        trainer.load_state(state)
-        torch.set_rng_state(state["rng"]["torch"])  # (each iteration reseeds from its number anyway)
-        iteration = int(state["iteration"])
-        if d.main:
-            truncate_stats(stats_path, iteration)
-    elif d.main and read_stats(stats_path):  # a run killed before its first checkpoint
-        print(f"note: {stats_path} held {len(read_stats(stats_path))} lines of a run that saved no "
-              "checkpoint; starting it over", file=sys.stderr)
-        truncate_stats(stats_path, 0)
-    if d.main:
-        write_run_config(model_cfg, cfg, trainer, d)
-    if d.main:
-        print(f"data: {slices.source}")
-        print(f"class {cfg.class_name}: {len(slices)} training images at {model_cfg.resolution}x{model_cfg.resolution}")
-        print(f"device: {device}" + (f" x {d.world} processes" if d.world > 1 else "")
-              + f", amp: {trainer.amp}, channels_last: {trainer.channels_last}, out: {cfg.out}")
-
-    max_step, total = model_cfg.max_step, total_kimg(model_cfg.max_step, cfg)
-    stop_kimg = total if cfg.stop_kimg is None else min(cfg.stop_kimg, total)
-    grid_z = modules.latents_for_seeds(range(81), model_cfg.z_dim).to(device)
-    bar = None
-    if d.main and progress:
-        from tqdm import tqdm
-        bar = tqdm(total=round(stop_kimg * 1000), initial=min(images_seen, round(stop_kimg * 1000)),
-                   unit="img", unit_scale=True, dynamic_ncols=True, file=sys.stdout)
-
-    reals_res, reals_dev = None, None
-    pending: list[dict] = []
-    last_ckpt_kimg, t_log, n_log = images_seen / 1000.0, time.perf_counter(), 0
-    phase = schedule(images_seen, max_step, cfg)
-    signalled = False
+    resume = modules.Checkpoint.from_dict(resume_state) if isinstance(resume_state, dict) else resume_state
+    r = TrainingRun(model_cfg, cfg, resume, device_arg, time.perf_counter() if started is None else started)
+    r.prepare(progress)
     if stop is not None:
         stop.armed = True  # from here a signal waits for the iteration in flight (see StopRequest)
-    while images_seen < stop_kimg * 1000 and not signalled:
-        t_iter = time.perf_counter()
-        phase = schedule(images_seen, max_step, cfg)
-        if phase.batch % d.world:
-            raise RunError(f"batch size {phase.batch} at {phase.resolution}px does not split over "
-                           f"{d.world} processes; pick --batch values divisible by {d.world}")
-        if reals_res != phase.resolution:
-            reals_res = phase.resolution
-            reals_dev = slices.at_resolution(reals_res).to(device)
+    while r.images_seen < r.stop_kimg * 1000 and r.train_one(stop):
+        pass
+    r.finish(stop)
+    return r.trainer
 
-        # Everything random in this iteration comes from seeds of (run seed, iteration):
-        # the real batch is drawn for the whole world, then each rank takes its shard.
-        torch.manual_seed(iteration_seed(cfg.seed, iteration, d.rank))
-        random.seed(iteration_seed(cfg.seed, iteration, d.rank))
-        data_gen = torch.Generator().manual_seed(iteration_seed(cfg.seed, iteration))
-        flip_gen = torch.Generator().manual_seed(iteration_seed(cfg.seed, iteration, d.rank))
-        local = phase.batch // d.world
+
+class TrainingRun:
+    """One invocation of `run` in named steps: `prepare` (data, --minutes fit, networks, resume),
+    `train_one` per iteration (with its logging, checkpoints and sample grids), `finish`.
+    Holds what the steps share: counters, the clock, the losses not yet logged."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, resume: modules.Checkpoint | None,
+                 device_arg: str | None, started: float):
+        self.model_cfg, self.cfg, self.resume, self.started = model_cfg, cfg, resume, started
+        self.ranks, self.device = setup_distributed(device_arg)
+        self.ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+        self.stats_path = os.path.join(cfg.out, "stats.jsonl")
+        self.images_seen = resume.images_seen if resume is not None else 0
+        self.iteration = 0
+        self.spent_before = resume.elapsed_s if resume is not None else 0.0
+        self.clock: Clock | None = None
+        self.pending: list[dict] = []
+        self.signalled = False
+        self.bar = None
+
+    def spent(self) -> float:
+        """Wall seconds of this run so far, earlier invocations included (--minutes)."""
+        return round(self.spent_before + time.perf_counter() - self.started, 2)
+
+    # -- prepare
+    def prepare(self, progress: bool) -> None:
+        cfg, main = self.cfg, self.ranks.main
+        if main:
+            os.makedirs(cfg.out, exist_ok=True)
+        if self.resume is not None:
+            self._check_resumable()
+        self.slices = dataset.load_slices(None if cfg.data == "demo" else cfg.data, cfg.class_name, "train",
+                                          self.model_cfg.resolution, skip_bad=cfg.skip_bad,
+                                          demo_count=cfg.demo_count,
+                                          seed=cfg.seed if cfg.data_seed is None else cfg.data_seed)
+        if cfg.minutes:
+            self._fit_minutes()
+        self.trainer = Trainer(self.model_cfg, self.cfg, self.device, self.ranks)
+        if self.resume is not None:
+            self._restore()
+        elif main and read_stats(self.stats_path):  # a run killed before its first checkpoint
+            print(f"note: {self.stats_path} held {len(read_stats(self.stats_path))} lines of a run that "
+                  "saved no checkpoint; starting it over", file=sys.stderr)
+            truncate_stats(self.stats_path, 0)
+        if main:
+            write_run_config(self.model_cfg, self.cfg, self.trainer, self.ranks)
+            self._print_header()
+        total = total_kimg(self.model_cfg.max_step, self.cfg)
+        self.stop_kimg = total if self.cfg.stop_kimg is None else min(self.cfg.stop_kimg, total)
+        self.grid_z = modules.latents_for_seeds(range(81), self.model_cfg.z_dim).to(self.device)
+        if main and progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=round(self.stop_kimg * 1000), unit="img", unit_scale=True,
+                            initial=min(self.images_seen, round(self.stop_kimg * 1000)),
+                            dynamic_ncols=True, file=sys.stdout)
+        self.reals_res, self.reals_dev = None, None
+        self.last_ckpt_kimg, self.t_log, self.n_log = self.images_seen / 1000.0, time.perf_counter(), 0
+
+    def _check_resumable(self) -> None:
+        state, cfg = self.resume, self.cfg
+        if state.class_name != cfg.class_name:
+            raise RunError(f"{self.ckpt_path} is a class {state.class_name} checkpoint, not {cfg.class_name}; "
+                           f"pass --class {state.class_name} or another --out")
+        if ModelConfig.from_dict(state.model_config) != self.model_cfg:
+            raise RunError(f"{self.ckpt_path} was trained with another architecture than --preset {cfg.preset} "
+                           f"--resolution {cfg.resolution}; resume with the run's own settings")
+        if not (state.generator and state.critic and state.optim_g and state.optim_d):
+            raise RunError(f"{self.ckpt_path} holds a generator only (no critic or optimizers) and cannot be "
+                           "resumed; start a new run in another --out")
+
+    def _fit_minutes(self) -> None:
+        """Fit the schedule to the time left (a resumed run: what its checkpoint had not spent)."""
+        cfg, max_step = self.cfg, self.model_cfg.max_step
+        if not cfg.probe_images_per_s:
+            speed = probe_speed(self.model_cfg, cfg, self.slices, self.device, self.ranks)
+            cfg = dataclasses.replace(cfg, probe_images_per_s={r: round(v, 2) for r, v in speed.items()})
+        self.clock = Clock(cfg.minutes * 60 - self.spent(), cfg.probe_images_per_s)
+        cfg = self.cfg = _agreed(self.clock.refit(cfg, max_step, self.images_seen), self.ranks)
+        if total_kimg(max_step, cfg) * 1000 < self.images_seen + cfg.batch[4 * 2 ** max_step]:
+            raise RunError(f"--minutes {cfg.minutes:g} leaves no time to train after start-up "
+                           f"({self.spent():.0f} s spent); pass a larger --minutes")
+        if self.ranks.main:
+            print(f"--minutes {cfg.minutes:g}: measured " + ", ".join(
+                f"{r}px {v:.0f}" for r, v in cfg.probe_images_per_s.items())
+                + f" img/s; schedule fitted to {total_kimg(max_step, cfg):.1f} kimg "
+                  "(re-fitted as it goes to the speed measured in training)")
+
+    def _restore(self) -> None:
+        """Networks, optimizers and every random state the checkpoint holds (each iteration
+        reseeds from its number anyway, so these matter only to code outside the loop)."""
+        state = self.resume
+        self.trainer.load_state(state.to_dict())
+        if "torch" in state.rng:
+            torch.set_rng_state(state.rng["torch"])
+        if "python" in state.rng:
+            random.setstate((3, tuple(state.rng["python"]), None))
+        if "cuda" in state.rng and torch.cuda.is_available() and len(state.rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state.rng["cuda"])
+        self.iteration = state.iteration
+        if self.ranks.main:
+            truncate_stats(self.stats_path, self.iteration)
+
+    def _print_header(self) -> None:
+        res = self.model_cfg.resolution
+        print(f"data: {self.slices.source}")
+        print(f"class {self.cfg.class_name}: {len(self.slices)} training images at {res}x{res}")
+        print(f"device: {self.device}" + (f" x {self.ranks.world} processes" if self.ranks.world > 1 else "")
+              + f", amp: {self.trainer.amp}, channels_last: {self.trainer.channels_last}, out: {self.cfg.out}")
+
+    # -- one iteration
+    def real_batches(self, phase: Phase) -> list[torch.Tensor]:
+        """The critic's real batches of this iteration. Everything random in an iteration comes
+        from seeds of (run seed, iteration): the batch is drawn for the whole world, then each
+        rank takes its shard."""
+        cfg, ranks = self.cfg, self.ranks
+        if phase.batch % ranks.world:
+            raise RunError(f"batch size {phase.batch} at {phase.resolution}px does not split over "
+                           f"{ranks.world} processes; pick --batch values divisible by {ranks.world}")
+        if self.reals_res != phase.resolution:
+            self.reals_res = phase.resolution
+            self.reals_dev = self.slices.at_resolution(phase.resolution).to(self.device)
+        torch.manual_seed(iteration_seed(cfg.seed, self.iteration, ranks.rank))
+        random.seed(iteration_seed(cfg.seed, self.iteration, ranks.rank))
+        data_gen = torch.Generator().manual_seed(iteration_seed(cfg.seed, self.iteration))
+        flip_gen = torch.Generator().manual_seed(iteration_seed(cfg.seed, self.iteration, ranks.rank))
+        local = phase.batch // ranks.world
         reals = []
         for _ in range(cfg.n_critic):
-            idx = torch.randint(len(slices), (phase.batch,), generator=data_gen)[d.rank * local:(d.rank + 1) * local]
-            reals.append(real_batch(reals_dev, idx, flip_gen, phase.alpha, trainer.channels_last))
+            idx = torch.randint(len(self.slices), (phase.batch,), generator=data_gen)
+            idx = idx[ranks.rank * local:(ranks.rank + 1) * local]
+            reals.append(real_batch(self.reals_dev, idx, flip_gen, phase.alpha, self.trainer.channels_last))
+        return reals
 
-        images_seen += phase.batch
-        iteration += 1
-        losses = trainer.iterate(reals, phase.step, phase.alpha, phase.lr, images_seen, phase.batch,
-                                 iteration - 1)
-        pending.append(losses)
-        n_log += phase.batch
+    def train_one(self, stop: StopRequest | None) -> bool:
+        """One iteration and what falls due after it; False when the run ends here."""
+        t_iter = time.perf_counter()
+        phase = schedule(self.images_seen, self.model_cfg.max_step, self.cfg)
+        reals = self.real_batches(phase)
+        self.images_seen += phase.batch
+        self.iteration += 1
+        self.pending.append(self.trainer.iterate(reals, phase.step, phase.alpha, phase.lr, self.images_seen,
+                                                 phase.batch, self.iteration - 1))
+        self.n_log += phase.batch
 
-        after = schedule(images_seen, max_step, cfg)
-        due = images_seen / 1000.0 - last_ckpt_kimg >= cfg.ckpt_every_kimg
-        if clock is not None and (iteration % cfg.log_every == 0 or after.index != phase.index or due):
-            cfg = trainer.cfg = _agreed(clock.refit(cfg, max_step, images_seen), d)
-            total = total_kimg(max_step, cfg)
-            stop_kimg = total if cfg.stop_kimg is None else min(cfg.stop_kimg, total)
-            after = schedule(images_seen, max_step, cfg)
-            if bar is not None:
-                bar.total = round(stop_kimg * 1000)
-        signalled = stop is not None and stop.agreed(d, device)
-        stopping = images_seen >= stop_kimg * 1000 or signalled
+        after = schedule(self.images_seen, self.model_cfg.max_step, self.cfg)
+        due = self.images_seen / 1000.0 - self.last_ckpt_kimg >= self.cfg.ckpt_every_kimg
+        logging = self.iteration % self.cfg.log_every == 0
+        if self.clock is not None and (logging or after.index != phase.index or due):
+            after = self._refit()
+        self.signalled = stop is not None and stop.agreed(self.ranks, self.device)
+        stopping = self.images_seen >= self.stop_kimg * 1000 or self.signalled
         phase_end = after.index != phase.index or stopping
-        # The losses are checked before anything is saved, so a checkpoint never holds a diverged state.
-        # A stop always logs its last iteration, so stats.jsonl ends where the checkpoint does.
-        if iteration % cfg.log_every == 0 or phase_end or due:
-            vals, bad = _reduce_logged(pending, d)
-            if bad:
-                at = iteration - len(pending) + 1 + bad[0]
-                raise RunError(f"non-finite {bad[1]} at iteration {at} ({images_seen / 1000:.2f} kimg); "
-                               f"the last good checkpoint is {ckpt_path} ({last_ckpt_kimg:.2f} kimg): "
-                               "resume it with a lower --lr" + (" or --amp off" if trainer.amp != "off" else ""))
-            pending = []
-            dt = time.perf_counter() - t_log
-            row = {"iteration": iteration, "images_seen": images_seen, "kimg": round(images_seen / 1000, 4),
-                   "resolution": phase.resolution, "phase": phase.name, "alpha": round(phase.alpha, 5),
-                   "batch": phase.batch, "lr": phase.lr, **{k: round(v, 6) for k, v in vals.items()},
-                   "images_per_s": round(n_log / dt, 2) if dt > 0 else None}
-            t_log, n_log = time.perf_counter(), 0
-            if d.main:
-                append_line(json.dumps(row), stats_path)
-                if bar is not None:
-                    bar.set_postfix_str(f"{phase.resolution}px {phase.name} a={phase.alpha:.2f} "
-                                        f"D={vals['loss_d']:.3f} G={vals['loss_g']:.3f} "
-                                        f"{row['images_per_s']} img/s", refresh=False)
-            if d.main and iteration % cfg.plot_every == 0:
-                plot_losses(stats_path, cfg.out, cfg.class_name)
-        if bar is not None:
-            bar.update(min(phase.batch, round(stop_kimg * 1000) - bar.n))
-
-        if (phase_end or due) and d.main:
-            if not stopping:  # the end of the run writes its checkpoint below
-                modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, after, spent()), ckpt_path)
-            if after.index != phase.index:
-                _write_samples(trainer, grid_z, phase, cfg)
-                if phase.name == "stable":
-                    snap = os.path.join(cfg.out, f"snapshot_{phase.resolution}x{phase.resolution}.pt")
-                    modules.save_checkpoint(checkpoint_state(trainer, cfg, images_seen, iteration, phase, spent()), snap)
+        # The losses are checked before anything is saved, so a checkpoint never holds a diverged
+        # state; a stop always logs its last iteration, so stats.jsonl ends where the checkpoint does.
+        if logging or phase_end or due:
+            self._log(phase)
+        if self.bar is not None:
+            self.bar.update(min(phase.batch, round(self.stop_kimg * 1000) - self.bar.n))
         if phase_end or due:
-            last_ckpt_kimg = images_seen / 1000.0
-            if clock is not None and d.main:
-                write_run_config(model_cfg, cfg, trainer, d)
-        if clock is not None:
-            clock.record(phase.resolution, phase.batch, time.perf_counter() - t_iter)
+            self._save(phase, after, stopping)
+        if self.clock is not None:
+            self.clock.record(phase.resolution, phase.batch, time.perf_counter() - t_iter)
+        return not stopping
 
-    if bar is not None:
-        bar.close()
-    if d.main:
-        final = schedule(images_seen, max_step, cfg)
-        state = checkpoint_state(trainer, cfg, images_seen, iteration, final, spent())
-        modules.save_checkpoint(state, ckpt_path)
+    def _refit(self) -> Phase:
+        """--minutes: re-fit the phases ahead to the speed measured so far (same on every rank)."""
+        max_step = self.model_cfg.max_step
+        self.cfg = self.trainer.cfg = _agreed(self.clock.refit(self.cfg, max_step, self.images_seen), self.ranks)
+        total = total_kimg(max_step, self.cfg)
+        self.stop_kimg = total if self.cfg.stop_kimg is None else min(self.cfg.stop_kimg, total)
+        if self.bar is not None:
+            self.bar.total = round(self.stop_kimg * 1000)
+        return schedule(self.images_seen, max_step, self.cfg)
+
+    def _log(self, phase: Phase) -> None:
+        """One stats.jsonl line: the interval's mean losses, after checking they are finite."""
+        vals, bad = _reduce_logged(self.pending, self.ranks)
+        if bad:
+            at = self.iteration - len(self.pending) + 1 + bad[0]
+            raise RunError(f"non-finite {bad[1]} at iteration {at} ({self.images_seen / 1000:.2f} kimg); "
+                           f"the last good checkpoint is {self.ckpt_path} ({self.last_ckpt_kimg:.2f} kimg): "
+                           "resume it with a lower --lr" + (" or --amp off" if self.trainer.amp != "off" else ""))
+        self.pending = []
+        dt = time.perf_counter() - self.t_log
+        row = {"iteration": self.iteration, "images_seen": self.images_seen, "kimg": round(self.images_seen / 1000, 4),
+               "resolution": phase.resolution, "phase": phase.name, "alpha": round(phase.alpha, 5),
+               "batch": phase.batch, "lr": phase.lr, **{k: round(v, 6) for k, v in vals.items()},
+               "images_per_s": round(self.n_log / dt, 2) if dt > 0 else None}
+        self.t_log, self.n_log = time.perf_counter(), 0
+        if not self.ranks.main:
+            return
+        append_line(json.dumps(row), self.stats_path)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{phase.resolution}px {phase.name} a={phase.alpha:.2f} "
+                                     f"D={vals['loss_d']:.3f} G={vals['loss_g']:.3f} "
+                                     f"{row['images_per_s']} img/s", refresh=False)
+        if self.iteration % self.cfg.plot_every == 0:
+            plot_losses(self.stats_path, self.cfg.out, self.cfg.class_name)
+
+    def _save(self, phase: Phase, after: Phase, stopping: bool) -> None:
+        """The periodic checkpoint, and at a phase's end its sample grid (and a snapshot after a
+        stable phase). The end of the run writes its own checkpoint in `finish`."""
+        self.last_ckpt_kimg = self.images_seen / 1000.0
+        if not self.ranks.main:
+            return
+        if not stopping:
+            self.checkpoint(after).save(self.ckpt_path)
+        if after.index != phase.index:
+            _write_samples(self.trainer, self.grid_z, phase, self.cfg)
+            if phase.name == "stable":
+                self.checkpoint(phase).save(os.path.join(self.cfg.out, f"snapshot_{phase.resolution}x{phase.resolution}.pt"))
+        if self.clock is not None:
+            write_run_config(self.model_cfg, self.cfg, self.trainer, self.ranks)
+
+    def checkpoint(self, phase: Phase) -> modules.Checkpoint:
+        """Everything a resumed run needs, at `phase` (the one the next iteration is in)."""
+        rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return modules.Checkpoint(class_name=self.cfg.class_name, model_config=self.model_cfg.to_dict(),
+                                  train_config=dataclasses.asdict(self.cfg), images_seen=self.images_seen,
+                                  iteration=self.iteration, step=phase.step, alpha=phase.alpha,
+                                  elapsed_s=self.spent(), rng=rng, **self.trainer.state())
+
+    # -- finish
+    def finish(self, stop: StopRequest | None) -> None:
+        """The last checkpoint (and at the end of the schedule the final snapshot and grid)."""
+        if self.bar is not None:
+            self.bar.close()
+        if not self.ranks.main:
+            return
+        final = schedule(self.images_seen, self.model_cfg.max_step, self.cfg)
+        state = self.checkpoint(final)
+        state.save(self.ckpt_path)
         if final.done:
             res = final.resolution
-            modules.save_checkpoint(state, os.path.join(cfg.out, f"snapshot_{res}x{res}.pt"))
-            _write_samples(trainer, grid_z, final, cfg, final=True)
-        plot_losses(stats_path, cfg.out, cfg.class_name)
-        if signalled:
-            print(f"{stop.name}: stopped after iteration {iteration}, {images_seen} images seen "
-                  f"({final.resolution}px); checkpoint: {ckpt_path}", file=sys.stderr)
+            state.save(os.path.join(self.cfg.out, f"snapshot_{res}x{res}.pt"))
+            _write_samples(self.trainer, self.grid_z, final, self.cfg, final=True)
+        plot_losses(self.stats_path, self.cfg.out, self.cfg.class_name)
+        if self.signalled:
+            print(f"{stop.name}: stopped after iteration {self.iteration}, {self.images_seen} images seen "
+                  f"({final.resolution}px); checkpoint: {self.ckpt_path}", file=sys.stderr)
         else:
-            print(f"{'finished' if final.done else 'stopped'} at {images_seen / 1000:.2f} kimg, "
-                  f"{final.resolution}px; checkpoint: {ckpt_path}")
-    return trainer
+            print(f"{'finished' if final.done else 'stopped'} at {self.images_seen / 1000:.2f} kimg, "
+                  f"{final.resolution}px; checkpoint: {self.ckpt_path}")
 
 
-def _reduce_logged(pending: list[dict], d: Dist) -> tuple[dict[str, float], tuple[int, str] | None]:
+def _reduce_logged(pending: list[dict], ranks: Dist) -> tuple[dict[str, float], tuple[int, str] | None]:
     """Mean of each logged loss over the interval and over processes (one sync), and the
     (index in `pending`, name) of the first non-finite loss, if any."""
     keys = list(pending[0])
     rows = torch.stack([torch.stack([p[k].float() for k in keys]) for p in pending])  # (iterations, losses)
     t = rows.mean(0)
-    all_reduce_mean([t], d)
+    all_reduce_mean([t], ranks)
     bad = (~torch.isfinite(rows)).nonzero()
     first_bad = (int(bad[0, 0]), keys[int(bad[0, 1])]) if len(bad) else None
     if first_bad is None and not torch.isfinite(t).all():  # another rank diverged
@@ -987,7 +1053,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=None,
                    help="seed of the demo set (default: --seed); fix it to compare training seeds on one data set")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    g = p.add_argument_group("schedule (kimg = thousands of images seen)")
+    _schedule_flags(p.add_argument_group("schedule (kimg = thousands of images seen)"))
+    _architecture_flags(p.add_argument_group("architecture (overrides of the preset's; saved with the run)"))
+    _speed_and_output_flags(p.add_argument_group("speed and output"))
+    return p
+
+
+def _schedule_flags(g) -> None:
     g.add_argument("--stable-kimg", type=_res_map(float), default=None,
                    help="images per stabilisation phase, one number or per resolution like 4:2,8:4")
     g.add_argument("--fade-kimg", type=_res_map(float), default=None,
@@ -1012,7 +1084,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reset-adam", action=argparse.BooleanOptionalAction, default=None,
                    help="clear Adam's moments when a new resolution starts (ProGAN)")
     g.add_argument("--ema-kimg", type=float, default=None, help="EMA half-life of the generator in kimg")
-    g = p.add_argument_group("architecture (overrides of the preset's; saved with the run)")
+
+
+def _architecture_flags(g) -> None:
     g.add_argument("--channels", type=_res_map(int), default=None,
                    help="feature width per resolution in both networks, like 4:64,8:64,16:64,32:32,64:16")
     g.add_argument("--noise-max-res", type=_noise_res, default=None,
@@ -1021,7 +1095,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sum the upsampled to-image outputs of every resolution (StyleGAN2's skip generator)")
     g.add_argument("--mapping-lr-mul", type=float, default=None,
                    help="learning-rate multiplier of the mapping network (StyleGAN: 0.01)")
-    g = p.add_argument_group("speed and output")
+
+
+def _speed_and_output_flags(g) -> None:
     g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=None,
                    help="mixed-precision autocast (default auto: bf16 where the GPU or CPU has native bf16, "
                         "else off)")
@@ -1035,7 +1111,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-every", type=int, default=None, help="iterations per stats.jsonl line")
     g.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable data files")
     g.add_argument("--demo-count", type=int, default=None, help="demo-set images per class")
-    return p
 
 
 MODEL_FLAGS = ("channels", "noise_max_res", "skip_output", "mapping_lr_mul")  # ModelConfig fields set by flags
@@ -1133,13 +1208,13 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
             lock.acquire()
         if not resume and os.path.exists(ckpt_path):
             raise RunError(f"{ckpt_path} already exists; pass --resume to continue it, or choose another --out")
-        state = modules.load_checkpoint(ckpt_path) if resume else None
+        state = modules.Checkpoint.load(ckpt_path) if resume else None
         if args.resume == "auto":
             print(f"--resume auto: {'continuing ' + ckpt_path if resume else 'no checkpoint in ' + out + ', starting'}")
         if args.threads:
             torch.set_num_threads(args.threads)
-        model_cfg, cfg = resolve_config(args, state["train_config"] if state else None,
-                                        state["model_config"] if state else None)
+        model_cfg, cfg = resolve_config(args, state.train_config if state else None,
+                                        state.model_config if state else None)
         if args.preset is None and state is None and not torch.cuda.is_available() and args.device in (None, "cpu"):
             print("note: no GPU found; the full preset (256x256) is slow on a CPU; "
                   "--preset quick trains a 64x64 demo in minutes", file=sys.stderr)

@@ -247,7 +247,7 @@ def _active(name: str, step: int) -> bool:
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
 def test_penalty_path_gives_the_same_gradient_penalty_and_weight_gradients(cfg, alpha):
-    """Critic(penalty=True) changes how the double backward is computed, not what: the same
+    """Critic(input_grad_only=True) changes how the double backward is computed, not what: the same
     grad_x D(x), the same penalty, the same gradients for every parameter (float64)."""
     torch.manual_seed(0)
     d = Critic(cfg).double()
@@ -256,7 +256,7 @@ def test_penalty_path_gives_the_same_gradient_penalty_and_weight_gradients(cfg, 
     for penalty in (False, True):
         d.zero_grad(set_to_none=True)
         xi = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(d(xi, cfg.max_step, alpha, penalty=penalty).sum(), xi, create_graph=True)
+        (g,) = torch.autograd.grad(d(xi, cfg.max_step, alpha, input_grad_only=penalty).sum(), xi, create_graph=True)
         gp = (g.flatten(1).norm(dim=1) - 1).pow(2).mean()
         gp.backward()
         out[penalty] = g.detach(), gp.detach(), {n: p.grad for n, p in d.named_parameters() if p.grad is not None}
@@ -346,11 +346,20 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
         modules.load_generator(str(bad))
     assert "\n" not in str(e.value)
     damaged = tmp_path / "damaged.pt"
-    torch.save({"format": modules.CHECKPOINT_FORMAT, "version": modules.CHECKPOINT_VERSION,
-                "model_config": preset("tiny").to_dict(), "generator_ema": {}}, damaged)
+    fields = {"format": modules.CHECKPOINT_FORMAT, "version": modules.CHECKPOINT_VERSION, "class_name": "AD",
+              "model_config": preset("tiny").to_dict(), "generator_ema": {}, "step": 2, "alpha": 1.0}
+    torch.save(fields, damaged)
     with pytest.raises(modules.CheckpointError, match="damaged generator") as e:
         modules.load_generator(str(damaged))
     assert "\n" not in str(e.value)
+    for broken, match in (({"step": None}, "damaged 'step'"), ({"class_name": 3}, "damaged 'class_name'"),
+                          ({"version": 0}, "format version 0")):
+        torch.save({**fields, **broken}, damaged)
+        with pytest.raises(modules.CheckpointError, match=match):
+            modules.load_generator(str(damaged))
+    torch.save({k: v for k, v in fields.items() if k != "alpha"}, damaged)
+    with pytest.raises(modules.CheckpointError, match="has no 'alpha'"):
+        modules.load_generator(str(damaged))
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(modules.CheckpointError, match="not a checkpoint of this project"):
