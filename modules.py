@@ -490,6 +490,47 @@ def latents_for_seeds(seeds, z_dim: int) -> torch.Tensor:
                         for s in seeds])
 
 
+def styles(g: Generator, seeds, psi: float = 1.0) -> torch.Tensor:
+    """w (N, w_dim) of each seed's z, truncated by psi; mapped one at a time, so batch-independent."""
+    z = latents_for_seeds(seeds, g.z_dim).to(g.const.device)
+    return torch.cat([g.truncate(g.mapping(zi[None]), psi) for zi in z])
+
+
+@torch.no_grad()
+def synthesize(g: Generator, ws: torch.Tensor, noise_seeds, noise_mode: str = "random",
+               step: int | None = None, alpha: float | None = None) -> torch.Tensor:
+    """ws (N, w_dim) or (N, num_ws, w_dim) -> images (N, C, R, R), one at a time so an image never
+    depends on its batch; with random noise, image i draws its noise from torch seed noise_seeds[i]
+    (the caller's random state is left as it was)."""
+    device = g.const.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        images = []
+        for w, seed in zip(ws, noise_seeds):
+            torch.manual_seed(int(seed))
+            images.append(g.synthesis(w[None], step, alpha, noise_mode=noise_mode))
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def sample(g: Generator, seeds, *, psi: float = 1.0, noise_mode: str = "random", step: int | None = None,
+           alpha: float | None = None, batch: int | None = None, noise_seed: int | None = None) -> torch.Tensor:
+    """The one way from seeds to images, (N, C, R, R) in [-1, 1] on g's device: image k comes
+    from the z of seeds[k] (`latents_for_seeds`), truncated by psi, at g's own resolution and
+    alpha unless step/alpha are given (train.py's grids, predict.py, evaluate.py, embedding.py).
+
+    batch None: one image at a time, with random noise from torch seed seeds[k], so an image is the
+    same whatever else is drawn with it. batch B: B images per call (fast), their random noise from
+    one stream seeded once with `noise_seed` (default seeds[0]) in batch order."""
+    if batch is None:
+        return synthesize(g, styles(g, seeds, psi), seeds, noise_mode, step, alpha)
+    device = g.const.device
+    z = latents_for_seeds(seeds, g.z_dim).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(seeds[0]) if noise_seed is None else noise_seed)
+        return torch.cat([g(zb, step, alpha, psi=psi, noise_mode=noise_mode, clamp=False)
+                          for zb in z.split(batch)])
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] (N, C, H, W) -> uint8 [0, 255] on the CPU."""
     return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -811,7 +811,7 @@ class TrainingRun:
             self._print_header()
         total = total_kimg(self.model_cfg.max_step, self.cfg)
         self.stop_kimg = total if self.cfg.stop_kimg is None else min(self.cfg.stop_kimg, total)
-        self.grid_z = modules.latents_for_seeds(range(81), self.model_cfg.z_dim).to(self.device)
+        self.grid_seeds = range(81)  # the fixed latents of every sample grid
         if main and progress:
             from tqdm import tqdm
             self.bar = tqdm(total=round(self.stop_kimg * 1000), unit="img", unit_scale=True,
@@ -970,7 +970,7 @@ class TrainingRun:
         if not stopping:
             self.checkpoint(after).save(self.ckpt_path)
         if after.index != phase.index:
-            _write_samples(self.trainer, self.grid_z, phase, self.cfg)
+            _write_samples(self.trainer, self.grid_seeds, phase, self.cfg)
             if phase.name == "stable":
                 self.checkpoint(phase).save(os.path.join(self.cfg.out, f"snapshot_{phase.resolution}x{phase.resolution}.pt"))
         if self.clock is not None:
@@ -999,7 +999,7 @@ class TrainingRun:
         if final.done:
             res = final.resolution
             state.save(os.path.join(self.cfg.out, f"snapshot_{res}x{res}.pt"))
-            _write_samples(self.trainer, self.grid_z, final, self.cfg, final=True)
+            _write_samples(self.trainer, self.grid_seeds, final, self.cfg, final=True)
         plot_losses(self.stats_path, self.cfg.out, self.cfg.class_name)
         if self.signalled:
             print(f"{stop.name}: stopped after iteration {self.iteration}, {self.images_seen} images seen "
@@ -1023,12 +1023,10 @@ def _reduce_logged(pending: list[dict], ranks: Dist) -> tuple[dict[str, float], 
     return dict(zip(keys, t.tolist())), first_bad
 
 
-@torch.no_grad()
-def _write_samples(trainer: Trainer, grid_z: torch.Tensor, phase: Phase, cfg: TrainConfig,
+def _write_samples(trainer: Trainer, seeds: range, phase: Phase, cfg: TrainConfig,
                    final: bool = False) -> None:
-    """A 9x9 grid of the EMA generator on the fixed latents (seeds 0-80, as predict.py)."""
-    imgs = torch.cat([trainer.G_ema(z, phase.step, 1.0, noise_mode="const").float()
-                      for z in grid_z.split(27)])
+    """A 9x9 grid of the EMA generator on seeds 0-80 (as predict.py) with its constant noise."""
+    imgs = modules.sample(trainer.G_ema, seeds, noise_mode="const", step=phase.step, alpha=1.0, batch=27)
     name = "final" if final else f"{phase.index:02d}_{phase.resolution}px_{phase.name}"
     modules.save_image_grid(imgs, os.path.join(cfg.out, "samples", f"{name}.png"), nrow=9)
 

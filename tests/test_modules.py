@@ -442,3 +442,28 @@ def test_preset_merges_channel_overrides():
     assert preset("tiny", resolution=32).channels[32] == 8  # extended by halving, floor 8
     with pytest.raises(ValueError, match="channels"):
         ModelConfig(resolution=8, channels={4: 8})
+
+
+def test_sample_is_the_one_way_from_seeds_to_images(nets, cfg):
+    g, _ = nets
+    g = g.eval()
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, NoiseInjection):
+                m.weight.fill_(0.5)  # noise that shows in the images
+    alone = modules.sample(g, [5])
+    together = modules.sample(g, [3, 5, 9])
+    torch.testing.assert_close(together[1:2], alone, rtol=0, atol=0)  # an image never depends on its company
+    assert not torch.equal(together[0], together[1])
+    # by hand: z of seed 5, its own noise stream, the synthesis at g's resolution
+    torch.manual_seed(5)
+    by_hand = g.synthesis(g.mapping(modules.latents_for_seeds([5], cfg.z_dim)))
+    torch.testing.assert_close(alone, by_hand)
+    # batched: the same z's, noise from one stream; constant noise gives the per-image result exactly
+    const = modules.sample(g, [3, 5, 9], noise_mode="const")
+    torch.testing.assert_close(modules.sample(g, [3, 5, 9], noise_mode="const", batch=2), const, rtol=1e-5, atol=1e-5)
+    state = torch.get_rng_state()
+    a = modules.sample(g, range(6), batch=4, noise_seed=11)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is untouched
+    torch.testing.assert_close(modules.sample(g, range(6), batch=4, noise_seed=11), a, rtol=0, atol=0)
+    assert modules.sample(g, [1, 2], step=1, alpha=0.5, noise_mode="none").shape == (2, 1, 8, 8)
