@@ -39,8 +39,9 @@ from scipy import ndimage
 from torchvision import transforms
 from tqdm import tqdm
 
-CLASSES = ("AD", "NC")
-SPLITS = ("train", "test")
+import core
+from core import CLASSES, SPLITS, cache_folder  # noqa: F401 (re-exported)
+
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DEFAULT_BAND = (0.45, 0.65)  # central fraction of the brain's axial extent (from ventricles' floor to their bodies)
@@ -52,7 +53,7 @@ DEMO_FOV_MM = 230.0  # field of view of a demo slice; the template has 1 mm voxe
 EXPORT_HEIGHT = 240  # ADNI slices are 256 wide x 240 high
 
 
-class DataError(ValueError):
+class DataError(core.UserError):
     """Bad data input; str(e) is ONE line naming the path/flag and what to do."""
 
 
@@ -235,7 +236,7 @@ def _load_folder(root: Path, class_name: str, split: str, res: int, band, skip_b
         except DataError as e:
             return None, e
         except Exception as e:  # any decoder failure means the file is unreadable
-            detail = str(e).splitlines()[0] if str(e) else "no detail"
+            detail = core.first_line(e, limit=None, default="no detail")
             return None, DataError(f"cannot read {path} ({type(e).__name__}: {detail}); "
                                    f"fix or remove the file, or pass --skip-bad to skip unreadable files")
 
@@ -369,11 +370,6 @@ def _demo_subjects(tpl: _Template, gen: torch.Generator, n_subjects: int, class_
     return (t1.clamp(0, 1) * 255).round().to(torch.uint8)[:, None]
 
 
-def cache_folder(cache_dir: str | None = None) -> Path:
-    """Where cached builds live: `cache_dir`, else $BRAIN_STYLEGAN_CACHE, else ~/.cache/brain-stylegan."""
-    return Path(cache_dir or os.environ.get("BRAIN_STYLEGAN_CACHE") or Path.home() / ".cache" / "brain-stylegan")
-
-
 def build_demo(class_name: str, split: str, count: int, seed: int, band: tuple[float, float]) -> torch.Tensor:
     """uint8 (count, 1, 256, 256) demo slices, bit-identical for the same arguments, torch build and thread count.
 
@@ -412,9 +408,8 @@ def _load_demo(class_name, split, res, count, seed, cache_dir, band) -> SliceSet
         images = build_demo(class_name, split, count, seed, band)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is atomic
-            torch.save(images, tmp)
-            os.replace(tmp, path)
+            with core.open_atomic(path) as f:
+                torch.save(images, f)
         except OSError as e:
             print(f"warning: cannot cache the demo set in {path.parent} ({e}); it will be rebuilt next time",
                   file=sys.stderr)
@@ -534,7 +529,8 @@ def export_demo(out_dir: str, count: int | None, seed: int, force: bool, cache_d
             slice_no = {}
             for img, subject in zip(s.images[:, 0, top:top + EXPORT_HEIGHT].numpy(), s.subjects):
                 slice_no[subject] = slice_no.get(subject, -1) + 1
-                Image.fromarray(img).save(folder / f"{subject}_{slice_no[subject]:02d}.jpeg", quality=95)
+                core.save_image_atomic(Image.fromarray(img), folder / f"{subject}_{slice_no[subject]:02d}.jpeg",
+                                       quality=95)
                 written += 1
     return written
 
@@ -558,7 +554,7 @@ def _report(count: int, seed: int, cache_dir: str | None, band) -> None:
               f"{diff:>9.4f} {diff / pooled:>13.2f} {diff / std_error:>11.1f}")
 
 
-def _bench(slices: SliceSet, batch: int, device: str, seconds: float = 0.5) -> None:
+def _bench(slices: SliceSet, batch: int, device: torch.device, seconds: float = 0.5) -> None:
     gen = torch.Generator().manual_seed(0)
     res = 4
     while res <= slices.resolution:
@@ -568,7 +564,7 @@ def _bench(slices: SliceSet, batch: int, device: str, seconds: float = 0.5) -> N
             idx = torch.randint(len(x), (batch,), generator=gen)
             prepare_batch(x.index_select(0, idx).to(device, non_blocking=True), gen)
             n += batch
-        if device.startswith("cuda"):
+        if device.type == "cuda":
             torch.cuda.synchronize()
         print(json.dumps({"res": res, "batch": batch, "images_per_s": round(n / (time.perf_counter() - start)),
                           "threads": torch.get_num_threads()}), flush=True)
@@ -587,7 +583,7 @@ def _summary(s: SliceSet, seconds: float) -> None:
           f"(0..255), background (0) {p[0]:.1%}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="demo", help="'demo' (default) or a folder of ADNI slices or NIfTI volumes")
     p.add_argument("--class", dest="class_name", default="AD", help="diagnosis class: AD or NC")
@@ -611,38 +607,47 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--preview", metavar="PNG", help="save a 9x9 grid of slices spread over the set to PNG")
     p.add_argument("--force", action="store_true", help="with --export: write into a folder that already holds files")
     p.add_argument("--batch", type=int, default=32, help="with --bench: batch size")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="with --bench: device")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        if args.export:
-            n = export_demo(args.export, args.count, args.seed, args.force, args.cache_dir, tuple(args.band))
-            print(f"wrote {n} JPEGs under {args.export}")
-        elif args.report:
-            _report(args.count or 300, args.seed, args.cache_dir, tuple(args.band))
-        else:
-            start = time.perf_counter()
-            s = load_slices(args.data, args.class_name, args.split, args.resolution, skip_bad=args.skip_bad,
-                            demo_count=args.count, seed=args.seed, cache_dir=args.cache_dir, band=tuple(args.band))
-            if s.skipped:
-                print(f"skipped {s.skipped} unreadable files (--skip-bad)", file=sys.stderr)
-            if args.bench:
-                _bench(s, args.batch, args.device)
-            elif args.preview:
-                import modules  # the grid format of train.py's samples and predict.py
-                n = min(81, len(s))
-                pick = torch.linspace(0, len(s) - 1, n).round().long()  # spread over subjects
-                modules.save_image_grid(prepare_batch(s.images[pick], flip=False), args.preview, nrow=9)
-                print(f"saved {n} slices of {s.source} to {args.preview}")
-            else:
-                _summary(s, time.perf_counter() - start)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    p.add_argument("--device", help="with --bench: device (default: CUDA when present, else cpu)")
+    core.add_threads_flag(p)
+    return p
+
+
+def _preview(s: SliceSet, path: str) -> None:
+    import modules  # the grid format of train.py's samples and predict.py
+
+    n = min(81, len(s))
+    pick = torch.linspace(0, len(s) - 1, n).round().long()  # spread over subjects
+    modules.save_image_grid(prepare_batch(s.images[pick], flip=False), path, nrow=9)
+    print(f"saved {n} slices of {s.source} to {path}")
+
+
+def command(args: argparse.Namespace) -> None:
+    """The mode the flags ask for: --export, --report, --bench, --preview, or a summary of the slices."""
+    if args.export:
+        n = export_demo(args.export, args.count, args.seed, args.force, args.cache_dir, tuple(args.band))
+        print(f"wrote {n} JPEGs under {args.export}")
+        return
+    if args.report:
+        _report(args.count or 300, args.seed, args.cache_dir, tuple(args.band))
+        return
+    device = core.choose_device(args.device) if args.bench else None
+    start = time.perf_counter()
+    s = load_slices(args.data, args.class_name, args.split, args.resolution, skip_bad=args.skip_bad,
+                    demo_count=args.count, seed=args.seed, cache_dir=args.cache_dir, band=tuple(args.band))
+    if s.skipped:
+        print(f"skipped {s.skipped} unreadable files (--skip-bad)", file=sys.stderr)
+    if args.bench:
+        _bench(s, args.batch, device)
+    elif args.preview:
+        _preview(s, args.preview)
+    else:
+        _summary(s, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    core.set_threads(args.threads)
+    return core.run(command, args)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import io
 import json
 import os
 
@@ -37,9 +38,12 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import pairwise_distances
 
+import core
 import dataset
-import predict
-from predict import CLASSES, DEFAULT_CHECKPOINT, InputError
+import modules
+import sampling
+from core import CLASSES, UserError
+from sampling import DEFAULT_CHECKPOINT
 
 FEATURE_RES = 32       # images are compared as at most 32x32 pixels
 PCA_COMPONENTS = 50    # principal components of the real slices kept
@@ -77,7 +81,7 @@ def image_table(args, gens: dict, seeds: list[int]) -> tuple[dict, torch.Tensor,
     cols = {"group": [], "label": [], "id": [], "subject": []}
     pixels, sources = [], []
     for cls, g in gens.items():
-        img = predict.synthesize(g, predict.styles(g, seeds, 1.0), seeds, "const").clamp(-1, 1)
+        img = sampling.synthesize(g, sampling.styles(g, seeds, 1.0), seeds, "const").clamp(-1, 1)
         pixels.append(F.avg_pool2d(img, g.resolution // res))  # the area filter of SliceSet.at_resolution
         cols["group"] += ["generated"] * len(seeds)
         cols["label"] += [cls] * len(seeds)
@@ -125,20 +129,21 @@ def scatter(path: str, xy: np.ndarray, groups: list[tuple[str, np.ndarray, dict]
     ax.legend(loc="best", fontsize=9)
     fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
-    fig.savefig(path, dpi=120)
+    core.save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
 
 
 def write_csv(path: str, header: list[str], rows) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    core.write_text_atomic(text.getvalue(), path)
 
 
 def w_embedding(args, gens: dict, seeds: list[int], prefix: str) -> None:
     """The design's plot: W of both mapping networks, embedded together."""
-    w = torch.cat([predict.styles(g, seeds, 1.0) for g in gens.values()]).numpy()
+    w = torch.cat([sampling.styles(g, seeds, 1.0) for g in gens.values()]).numpy()
     labels = np.repeat(CLASSES, len(seeds))
     xy, how = embed_2d(w, args.method, args.perplexity, args.seed)
     axis = "UMAP" if args.method == "umap" else "t-SNE"
@@ -187,8 +192,7 @@ def image_embedding(args, table: tuple, seeds: list[int], prefix: str) -> None:
                "n_real": {cls: int((real & (label == cls)).sum()) for cls in CLASSES}, "real_source": source,
                "features": f"{res}x{res} pixels -> PCA {pca.n_components_} fit on the real slices",
                "embedding": how, "seeds": f"{seeds[0]}-{seeds[-1]}"}
-    with open(f"{path}.json", "w") as f:
-        f.write(json.dumps(summary) + "\n")
+    core.write_text_atomic(json.dumps(summary) + "\n", f"{path}.json")
     print(f"{path}.png, .csv, .json: {len(xy)} images ({how})")
     print(verdict)
 
@@ -213,14 +217,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def embedding(args: argparse.Namespace) -> None:
     if args.n < 2 or args.n_real < 2 or args.seed < 0:
-        raise InputError("--n and --n-real must be at least 2 and --seed not negative")
+        raise UserError("--n and --n-real must be at least 2 and --seed not negative")
     if args.method == "umap" and importlib.util.find_spec("umap") is None:
-        raise InputError("--method umap needs umap-learn (pip install umap-learn); or use --method tsne")
-    gens = predict.load_generators({"AD": args.ad, "NC": args.nc})
+        raise UserError("--method umap needs umap-learn (pip install umap-learn); or use --method tsne")
+    gens = sampling.load_generators({"AD": args.ad, "NC": args.nc})
     if gens["AD"].w_dim != gens["NC"].w_dim:
-        raise InputError(f"the AD and NC generators have different w sizes ({gens['AD'].w_dim} vs "
-                         f"{gens['NC'].w_dim}), so their W vectors cannot be embedded together")
-    predict.writable_folder(args.out)
+        raise UserError(f"the AD and NC generators have different w sizes ({gens['AD'].w_dim} vs "
+                        f"{gens['NC'].w_dim}), so their W vectors cannot be embedded together")
+    core.writable_folder(args.out)
     seeds = list(range(args.seed, args.seed + args.n))
     table = image_table(args, gens, seeds)  # reads the real data before anything is written
     w_embedding(args, gens, seeds, args.method)
@@ -228,7 +232,7 @@ def embedding(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    predict.run_or_exit(embedding, parse_args(argv), errors=(dataset.DataError,))
+    core.main(embedding, parse_args(argv), errors=(modules.CheckpointError,))
 
 
 if __name__ == "__main__":

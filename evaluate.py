@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import json
 import math
 import os
 import time
@@ -49,18 +48,20 @@ from PIL import Image
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance  # not re-exported without torch-fidelity
 
+import core
 import dataset
 import metrics
 import modules
-import predict
 from metrics import (BATCH, KID_SUBSET_SIZE, KID_SUBSETS, KNN_K, MEMO_PERCENTILE, MIN_RES,  # noqa: F401 (re-exported)
                      MSSSIM_PAIRS, PIXEL_RES, SWD_DIRS, SWD_PATCH, SWD_PATCHES, SWD_REPEATS, Audit, _batches,
                      _device, frechet_distance, kernel_distance, knn_precision_recall, laplacian_pyramid,
                      memorization_audit, ms_ssim_diversity, msssim_settings, nearest, pixels, pyr_up,
                      sliced_wasserstein, swd, with_mirrors)
-from predict import InputError
+from core import CLASSES, file_sha256  # noqa: F401 (re-exported)
+from core import UserError as InputError
+from core import write_json_atomic as write_json  # noqa: F401 (re-exported)
+from sampling import generate  # noqa: F401 (re-exported)
 
-CLASSES = dataset.CLASSES
 ENCODER_FORMAT = "brain-stylegan-encoder"
 ENCODER_VERSION = 1
 MEMO_PAIRS_SHOWN = 12
@@ -267,33 +268,12 @@ def load_encoder(path: str, device: str | torch.device = "cpu") -> tuple[Encoder
     return enc.to(device).eval().requires_grad_(False), state
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- encoder metrics
 
 def class_fidelity(predicted: torch.Tensor, class_name: str) -> float:
     """Fraction of predicted class indices (encoder outputs) that are `class_name`."""
     return predicted.eq(CLASSES.index(class_name)).double().mean().item()
 
-
-
-# ----------------------------------------------------------------------------- generation
-
-@torch.no_grad()
-def generate(g: modules.Generator, n: int, seed: int, batch: int = 100) -> torch.Tensor:
-    """uint8 (n, 1, R, R) in batches: image k from latent seed seed + k (predict.py's numbering of z) and
-    random noise (as in training) from torch seed `seed`."""
-    device = g.const.device
-    z = modules.latents_for_seeds(range(seed, seed + n), g.z_dim)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        return torch.cat([modules.to_uint8(g(zb.to(device), noise_mode="random")) for zb in z.split(batch)])
 
 
 # ----------------------------------------------------------------------------- the script
@@ -329,8 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--demo-count", type=int,
                    help="demo slices per class in each of train and test (default: the checkpoint's, else 2000)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable data files instead of stopping")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
     return p.parse_args(argv)
 
 
@@ -393,7 +372,7 @@ def get_encoder(args, key: str, resolution: int, split_of) -> tuple[Encoder, dic
     """The encoder cached for `key` (data, resolution, seed), trained first when missing or asked for.
 
     split_of(class_name) -> Split gives the real slices (loaded only when the encoder must be trained)."""
-    path = args.encoder or str(dataset.cache_folder() / "encoders" / f"encoder-{key}.pt")
+    path = args.encoder or str(core.cache_folder() / "encoders" / f"encoder-{key}.pt")
     if os.path.exists(path) and not args.train_encoder:
         enc, info = load_encoder(path, args.device)
         if enc.resolution != resolution:
@@ -454,8 +433,8 @@ def inception_metric(path: str | None, device) -> FrechetInceptionDistance | str
         return FrechetInceptionDistance(feature=2048, reset_real_features=False,
                                         feature_extractor_weights_path=path).to(device)
     except Exception as e:  # not a state dict, or not InceptionV3's
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise InputError(f"--inception-weights {path} is not torch-fidelity's InceptionV3 weights ({first})") from None
+        raise InputError(f"--inception-weights {path} is not torch-fidelity's InceptionV3 weights "
+                         f"({core.first_line(e)})") from None
 
 
 def inception_fid(metric: FrechetInceptionDistance | str, ref: torch.Tensor, queries: dict[str, torch.Tensor],
@@ -624,9 +603,9 @@ def output_folders(args: argparse.Namespace, candidates: list[Candidate]) -> tup
         base = args.out or os.path.join(os.path.dirname(os.path.abspath(candidates[0].checkpoint)), "eval")
     else:
         base = args.out or os.path.join("outputs", "eval")
-        return predict.writable_folder(base), [predict.writable_folder(os.path.join(base, c.class_name))
+        return core.writable_folder(base), [core.writable_folder(os.path.join(base, c.class_name))
                                                for c in candidates]
-    return predict.writable_folder(base), [predict.writable_folder(base)]
+    return core.writable_folder(base), [core.writable_folder(base)]
 
 
 # ----------------------------------------------------------------------------- biomarkers and the class difference
@@ -690,13 +669,6 @@ def print_class_difference(r: dict, n: dict[str, int], n_real: dict[str, int]) -
         print("The generators do not reproduce the real AD-NC difference in any biomarker.")
     else:
         print(f"The generators reproduce the real AD-NC difference in {', '.join(yes)}, not in {', '.join(no)}.")
-
-
-def write_json(obj: dict, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def print_table(r: dict) -> None:
@@ -820,6 +792,7 @@ def evaluate_one(c: Candidate, args: argparse.Namespace, out: str, split: Split,
 
 def evaluate(args: argparse.Namespace) -> None:
     start = time.perf_counter()
+    args = argparse.Namespace(**{**vars(args), "device": core.choose_device(args.device)})
     check_args(args)
     if not args.ckpt and args.images is None:  # --train-encoder alone
         res, data = args.resolution or 64, args.data or "demo"
@@ -855,7 +828,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    predict.run_or_exit(evaluate, parse_args(argv), errors=(dataset.DataError,))
+    core.main(evaluate, parse_args(argv), errors=(modules.CheckpointError,))
 
 
 if __name__ == "__main__":
