@@ -365,6 +365,14 @@ def ventricle_fraction(images_uint8: torch.Tensor, dark: float = 0.45) -> torch.
     return torch.tensor(out, dtype=torch.float32)
 
 
+BIOMARKERS = {"csf_fraction": csf_fraction, "ventricle_fraction": ventricle_fraction}
+
+
+def biomarker_values(**image_sets: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
+    """biomarker name -> image set name -> its per-image values (float64), for uint8 image sets."""
+    return {name: {k: f(x).double().numpy() for k, x in image_sets.items()} for name, f in BIOMARKERS.items()}
+
+
 # ---------------------------------------------------------------- command line
 
 def export_demo(out_dir: str, count: int | None, seed: int, force: bool, cache_dir: str | None = None,
