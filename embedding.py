@@ -10,9 +10,10 @@ networks, so where their outputs fall relative to each other says nothing about 
 
 tsne_images.png, the plot to read: generated AD and NC images (the seeds predict.py uses)
 and real AD and NC training slices (--data, default the demo set) in one feature space:
-every image area-downsampled to at most 32x32 and projected on the principal components
-of the real slices, then all embedded together. A generator that learned its class puts its
-samples among the real slices of that class. Printed and saved in tsne_images.json: per
+every image area-downsampled to at most 32x32 (metrics.pixels, as evaluate.py's memorization
+audit: intensities in [0, 1], scaled so that a distance is an RMS difference), projected on the
+principal components of the real slices, then all embedded together. A generator that learned
+its class puts its samples among the real slices of that class. Printed and saved in tsne_images.json: per
 generator, the fraction of its samples whose nearest real slice (in PCA space) is of its own
 class; the same score of each real slice against the slices of other subjects (how separable
 the classes are in this space at all); and the median distance of the samples to their
@@ -33,13 +34,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from sklearn.metrics import pairwise_distances
 
 import core
 import dataset
+import metrics
 import modules
 import sampling
 from core import CLASSES, UserError
@@ -63,26 +63,26 @@ def embed_2d(x: np.ndarray, method: str, perplexity: float, seed: int) -> tuple[
 
 def nearest_real(query: np.ndarray, real: np.ndarray,
                  exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Index of and distance to each query row's nearest real row, skipping pairs where exclude is True."""
-    d = pairwise_distances(query, real)  # (n_query, n_real)
-    if exclude is not None:
-        d[exclude] = np.inf
-    i = d.argmin(axis=1)
-    return i, d[np.arange(len(d)), i]
+    """Index of and distance to each query row's nearest real row, skipping pairs where exclude is True
+    (metrics.nearest, the search evaluate.py's audit uses, on numpy rows)."""
+    dist, index = metrics.nearest(torch.from_numpy(query), torch.from_numpy(real),
+                                  exclude=None if exclude is None else torch.from_numpy(exclude))
+    return index.numpy(), dist.numpy()
 
 
 def image_table(args, gens: dict, seeds: list[int]) -> tuple[dict, torch.Tensor, str, int]:
     """Generated (the seeds) and real (a random subset) images of both classes at one common size.
 
-    Returns per-row columns (group, label, id = seed or slice index, subject), the images
-    flattened to float [-1, 1] (rows, res * res), the real data's source and res."""
+    Returns per-row columns (group, label, id = seed or slice index, subject), the images' pixel rows
+    (metrics.pixels at res x res: intensities in [0, 1], distances are RMS differences), the real data's
+    source and res."""
     res = min([FEATURE_RES] + [g.resolution for g in gens.values()])
     rng = np.random.default_rng(args.seed)
     cols = {"group": [], "label": [], "id": [], "subject": []}
     pixels, sources = [], []
     for cls, g in gens.items():
-        img = sampling.synthesize(g, sampling.styles(g, seeds, 1.0), seeds, "const").clamp(-1, 1)
-        pixels.append(F.avg_pool2d(img, g.resolution // res))  # the area filter of SliceSet.at_resolution
+        img = modules.to_uint8(sampling.synthesize(g, sampling.styles(g, seeds, 1.0), seeds, "const"))
+        pixels.append(metrics.pixels(img, max_res=res))  # area-downsampled, as SliceSet.at_resolution
         cols["group"] += ["generated"] * len(seeds)
         cols["label"] += [cls] * len(seeds)
         cols["id"] += seeds
@@ -90,13 +90,13 @@ def image_table(args, gens: dict, seeds: list[int]) -> tuple[dict, torch.Tensor,
     for cls, g in gens.items():
         s = dataset.load_slices(args.data, cls, split="train", resolution=g.resolution, demo_count=args.demo_count)
         idx = np.sort(rng.choice(len(s), size=min(args.n_real, len(s)), replace=False))
-        pixels.append(dataset.prepare_batch(s.at_resolution(res)[idx], flip=False))
+        pixels.append(metrics.pixels(s.images[idx], max_res=res))
         cols["group"] += ["real"] * len(idx)
         cols["label"] += [cls] * len(idx)
         cols["id"] += idx.tolist()
         cols["subject"] += [s.subjects[i] for i in idx]
         sources.append(f"{cls}: {s.source}")
-    return {k: np.array(v) for k, v in cols.items()}, torch.cat(pixels).flatten(1), "; ".join(sources), res
+    return {k: np.array(v) for k, v in cols.items()}, torch.cat(pixels), "; ".join(sources), res
 
 
 def class_scores(feats: np.ndarray, cols: dict) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -209,10 +209,21 @@ def ms_ssim_diversity(images: torch.Tensor, seed: int, pairs: int = MSSSIM_PAIRS
     return metric.compute().item()
 
 
-def nearest(query: torch.Tensor, bank: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance, index) of each query row's nearest bank row (Euclidean). The search uses fast matrix
-    products; the distance to the row found is then recomputed directly, so an exact copy is at 0."""
-    idx = torch.cat([torch.cdist(q.float(), bank.float()).argmin(dim=1) for q in query.split(chunk)])
+def nearest(query: torch.Tensor, bank: torch.Tensor, chunk: int = 512,
+            exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, index) of each query row's nearest bank row (Euclidean), skipping the pairs where the bool
+    matrix `exclude` (n_query, n_bank) is True. The search uses fast matrix products in the rows' float type
+    (float32 for integer rows); the distance to the row found is then recomputed directly in float64, so an
+    exact copy is at 0."""
+    dtype = torch.promote_types(query.dtype, bank.dtype)
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    idx = []
+    for start in range(0, len(query), chunk):
+        d = torch.cdist(query[start:start + chunk].to(dtype), bank.to(dtype))
+        if exclude is not None:
+            d[exclude[start:start + chunk]] = math.inf
+        idx.append(d.argmin(dim=1))
+    idx = torch.cat(idx)
     return (query.double() - bank[idx].double()).norm(dim=1), idx
 
 
