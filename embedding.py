@@ -186,7 +186,7 @@ def image_embedding(args, table: tuple, seeds: list[int], prefix: str) -> None:
             f"{args.data or 'the demo set'}), each {res}x{res} pixels -> PCA {pca.n_components_} (fit on the "
             f"real slices) -> {how}.\n{verdict}.")
     write_csv(f"{path}.csv", ["x", "y", "group", "label", "id", "nearest_real_label", "nearest_real_distance"],
-              ([f"{x:.4f}", f"{y:.4f}", *row, f"{d:.4f}"]
+              ([f"{x:.4f}", f"{y:.4f}", *row, f"{d:.6f}"]
                for (x, y), *row, d in zip(xy, group, label, cols["id"], nearest, dist)))
     summary = {**scores, "n_generated_per_class": len(seeds),
                "n_real": {cls: int((real & (label == cls)).sum()) for cls in CLASSES}, "real_source": source,
