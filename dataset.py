@@ -1,4 +1,5 @@
-"""Every way brain images enter the project: ADNI slice folders, NIfTI volumes, and a built-in demo set.
+"""Every way brain images enter the project: ADNI slice folders, NIfTI volumes, and the built-in demo set
+(simulated in demo.py); the pre-processing they share, and the atrophy biomarkers measured on slices.
 
 All sources end as a `SliceSet`: the decoded slices of one class and split, held in memory once as
 uint8 (N, 1, R, R) at the final resolution R. Lower resolutions are area-downsampled from it
@@ -39,20 +40,19 @@ from scipy import ndimage
 from torchvision import transforms
 from tqdm import tqdm
 
-CLASSES = ("AD", "NC")
-SPLITS = ("train", "test")
+import core
+import demo
+from core import CLASSES, SPLITS, cache_folder  # noqa: F401 (re-exported)
+from demo import (DEMO_COUNT, DEMO_FOV_MM, DEMO_RES, DEMO_SLICES_PER_SUBJECT,  # noqa: F401 (re-exported)
+                  DEMO_VERSION, build_demo)
+
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DEFAULT_BAND = (0.45, 0.65)  # central fraction of the brain's axial extent (from ventricles' floor to their bodies)
-DEMO_VERSION = 2  # bump when the demo generator changes, so stale caches are not reused
-DEMO_RES = 256
-DEMO_COUNT = {"train": 2000, "test": 500}  # per class
-DEMO_SLICES_PER_SUBJECT = 10
-DEMO_FOV_MM = 230.0  # field of view of a demo slice; the template has 1 mm voxels
 EXPORT_HEIGHT = 240  # ADNI slices are 256 wide x 240 high
 
 
-class DataError(ValueError):
+class DataError(core.UserError):
     """Bad data input; str(e) is ONE line naming the path/flag and what to do."""
 
 
@@ -180,13 +180,6 @@ def _read_image(path: Path, res: int) -> np.ndarray:
         return _square_uint8(img, res)[None]
 
 
-def _axial_band(foreground: np.ndarray, band: tuple[float, float]) -> tuple[float, float]:
-    """(lo, hi) axial indices: the `band` fraction of the extent of slices with >= 10% of the largest foreground."""
-    area = foreground.sum(axis=(0, 1))
-    z = np.nonzero(area >= 0.1 * area.max())[0]
-    return z[0] + band[0] * (z[-1] - z[0]), z[0] + band[1] * (z[-1] - z[0])
-
-
 def _read_volume(path: Path, res: int, band: tuple[float, float]) -> np.ndarray:
     """uint8 (k, res, res) axial slices of a 3D volume's central band: RAS, 0.5/99.5 percentile clip, anterior up."""
     img = nib.load(path)
@@ -203,7 +196,7 @@ def _read_volume(path: Path, res: int, band: tuple[float, float]) -> np.ndarray:
         raise DataError(f"{path} is blank (one value everywhere); remove it, or pass --skip-bad")
     hi = np.percentile(inside, 99.5)  # bright outliers (vessels, fat) must not darken the brain
     vol = np.clip((vol - lo) / max(hi - lo, 1e-8), 0, 1)
-    z_lo, z_hi = _axial_band(vol > 0.1, band)
+    z_lo, z_hi = demo.axial_band(vol > 0.1, band)
     zx, zy = (float(z) for z in img.header.get_zooms()[:2])
     slices = []
     for z in range(math.ceil(z_lo), math.floor(z_hi) + 1):
@@ -235,7 +228,7 @@ def _load_folder(root: Path, class_name: str, split: str, res: int, band, skip_b
         except DataError as e:
             return None, e
         except Exception as e:  # any decoder failure means the file is unreadable
-            detail = str(e).splitlines()[0] if str(e) else "no detail"
+            detail = core.first_line(e, limit=None, default="no detail")
             return None, DataError(f"cannot read {path} ({type(e).__name__}: {detail}); "
                                    f"fix or remove the file, or pass --skip-bad to skip unreadable files")
 
@@ -270,157 +263,15 @@ def _load_folder(root: Path, class_name: str, split: str, res: int, band, skip_b
     return SliceSet(images, subjects, class_name, split, f"{kind} folder {folder} ({', '.join(details)})", skipped)
 
 
-# ---------------------------------------------------------------- demo set from the MNI152 template
-
-@dataclass
-class _Template:
-    volume: torch.Tensor  # (1, 4, Z, Y, X): T1, brain mask, grey matter, depth below CSF/outside in mm
-    centre: tuple[float, float]  # x, y voxel of the brain's centre
-    ventricles: tuple[float, float]  # x, y voxel of the lateral ventricles' centroid in the band
-    z_band: tuple[float, float]  # axial voxel range of the band
-    csf_level: float  # T1 intensity of CSF
-
-
-@functools.lru_cache(maxsize=1)
-def _template(band: tuple[float, float]) -> _Template:
-    """MNI152 1 mm T1, brain mask and GM/WM maps shipped with nilearn (no download), prepared for sampling."""
-    from nilearn import datasets  # slow import; only the demo set needs it
-    loaders = (datasets.load_mni152_template, datasets.load_mni152_brain_mask,
-               datasets.load_mni152_gm_template, datasets.load_mni152_wm_template)
-    t1, mask, gm, wm = (nib.as_closest_canonical(f(resolution=1)).get_fdata(dtype=np.float32) for f in loaders)
-    csf = np.clip(mask - gm - wm, 0, 1)
-    depth = ndimage.distance_transform_edt((csf < 0.5) & (mask > 0.5)).astype(np.float32)
-    z_lo, z_hi = _axial_band(mask > 0.5, band)
-    xs, ys, _ = np.nonzero(mask > 0.5)
-    cx, cy = (xs.min() + xs.max()) / 2.0, (ys.min() + ys.max()) / 2.0
-    vx, vy, _ = np.nonzero(csf[:, :, math.ceil(z_lo):math.floor(z_hi) + 1] > 0.5)
-    central = (np.abs(vx - cx) < 20) & (np.abs(vy - cy) < 40)  # the lateral ventricles, not the sulci
-    volume = torch.from_numpy(np.stack([t1, mask, gm, depth])).permute(0, 3, 2, 1)[None].contiguous()
-    return _Template(volume, (float(cx), float(cy)), (float(vx[central].mean()), float(vy[central].mean())),
-                     (float(z_lo), float(z_hi)), float(np.median(t1[csf > 0.9])))
-
-
-def _uniform(gen, lo, hi, *shape):
-    return lo + (hi - lo) * torch.rand(*shape, generator=gen)
-
-
-def _smooth_field(gen, n: int, channels: int, grid: int, size: int) -> torch.Tensor:
-    """Smooth random field (n, channels, size, size): grid x grid normal noise upsampled bicubically."""
-    return F.interpolate(torch.randn(n, channels, grid, grid, generator=gen), size=(size, size), mode="bicubic",
-                         align_corners=True)
-
-
-def _rotation(yaw, pitch, roll) -> torch.Tensor:
-    """(S, 3, 3) rotations about z (in-plane), x and y (tilt of the slice plane), angles in radians."""
-    c, s, o, i = torch.cos, torch.sin, torch.zeros_like(yaw), torch.ones_like(yaw)
-    rz = torch.stack([c(yaw), -s(yaw), o, s(yaw), c(yaw), o, o, o, i], -1).view(-1, 3, 3)
-    rx = torch.stack([i, o, o, o, c(pitch), -s(pitch), o, s(pitch), c(pitch)], -1).view(-1, 3, 3)
-    ry = torch.stack([c(roll), o, s(roll), o, i, o, -s(roll), o, c(roll)], -1).view(-1, 3, 3)
-    return rz @ rx @ ry
-
-
-def _demo_subjects(tpl: _Template, gen: torch.Generator, n_subjects: int, class_name: str) -> torch.Tensor:
-    """uint8 (n_subjects * DEMO_SLICES_PER_SUBJECT, 1, 256, 256): axial slices of randomly deformed subjects."""
-    S, K, R = n_subjects, DEMO_SLICES_PER_SUBJECT, DEMO_RES
-    # One anatomy per subject: pose, scale, elastic warp, and for AD an atrophy severity.
-    angles = torch.deg2rad(_uniform(gen, -1, 1, S, 3) * torch.tensor([10.0, 3.0, 3.0]))
-    rot = _rotation(*angles.unbind(1))
-    scale = torch.exp(_uniform(gen, -0.07, 0.07, S))
-    shift = _uniform(gen, -5, 5, S, 2)
-    L = R // 4  # the warp is smooth: compute it on an L x L grid, then upsample
-    elastic = _smooth_field(gen, S, 2, 6, L).permute(0, 2, 3, 1) * 2.5  # mm, (S, L, L, 2)
-    if class_name == "AD":
-        severity = _uniform(gen, 0.25, 1.0, S)
-        expand, erode = 0.12 + 0.28 * severity, 0.6 + 1.6 * severity  # ventricle expansion, cortical erosion in mm
-    else:  # healthy variation of ventricle size, no atrophy
-        expand, erode = _uniform(gen, -0.08, 0.08, S), torch.zeros(S)
-    erode_map = erode.view(S, 1, 1) * (1 + 0.4 * _smooth_field(gen, S, 1, 4, R)[:, 0]).clamp(min=0)
-    # K slices per subject, evenly through the band with jitter.
-    z = tpl.z_band[0] + (torch.arange(K) + torch.rand(S, K, generator=gen)) / K * (tpl.z_band[1] - tpl.z_band[0])
-
-    each = functools.partial(torch.repeat_interleave, repeats=K, dim=0)
-    step = DEMO_FOV_MM / L
-    u = (torch.arange(L) + 0.5 - L / 2) * step  # mm; columns run to the subject's right
-    v = (L / 2 - torch.arange(L) - 0.5) * step  # rows run from anterior to posterior
-    plane = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], -1)  # (L, L, 2) as (u, v)
-    p = (plane + elastic) * scale.view(S, 1, 1, 1)
-    p = torch.cat([p, torch.zeros(S, L, L, 1)], -1)
-    q = each(torch.einsum("sij,shwj->shwi", rot, p))  # (B, L, L, 3) offsets from the slice centre, mm
-    q[..., :2] += each(torch.tensor(tpl.centre) + shift).view(-1, 1, 1, 2)
-    q[..., 2] += z.reshape(-1, 1, 1)
-    # Atrophy 1: enlarged ventricles, a smooth radial pull towards their centroid (no folding while |expand| < 1),
-    # fading over ~18 mm across and ~32 mm front to back, the lateral ventricles' shape.
-    d = q[..., :2] - torch.tensor(tpl.ventricles)
-    g = torch.exp(-0.5 * ((d[..., 0] / 18.0) ** 2 + (d[..., 1] / 32.0) ** 2))
-    q[..., :2] -= each(expand).view(-1, 1, 1, 1) * d * g[..., None]
-
-    size = torch.tensor(tpl.volume.shape[2:][::-1], dtype=torch.float32)  # X, Y, Z
-    q = F.interpolate(q.permute(0, 3, 1, 2), size=(R, R), mode="bilinear").permute(0, 2, 3, 1)
-    grid = (q / (size - 1) * 2 - 1)[None]  # (1, B, R, R, 3): every slice is one depth plane of a single sample
-    t1, mask, gm, depth = F.grid_sample(tpl.volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
-    # Atrophy 2: widened sulci and thinner cortex, grey matter within `erode` mm of CSF becomes CSF.
-    lost = gm * (each(erode_map) - depth).clamp(0, 1)
-    t1 = t1 * (1 - lost) + tpl.csf_level * lost
-    # Scanner variation per slice: bias field, contrast, gamma, noise.
-    B = S * K
-    t1 = t1 * torch.exp(0.12 * _smooth_field(gen, B, 1, 4, R)[:, 0]) * torch.exp(_uniform(gen, -0.08, 0.08, B, 1, 1))
-    t1 = t1.clamp(0, 1) ** torch.exp(_uniform(gen, -0.2, 0.2, B, 1, 1))
-    t1 = t1 + _uniform(gen, 0.005, 0.03, B, 1, 1) * torch.randn(B, R, R, generator=gen) * mask
-    return (t1.clamp(0, 1) * 255).round().to(torch.uint8)[:, None]
-
-
-def cache_folder(cache_dir: str | None = None) -> Path:
-    """Where cached builds live: `cache_dir`, else $BRAIN_STYLEGAN_CACHE, else ~/.cache/brain-stylegan."""
-    return Path(cache_dir or os.environ.get("BRAIN_STYLEGAN_CACHE") or Path.home() / ".cache" / "brain-stylegan")
-
-
-def build_demo(class_name: str, split: str, count: int, seed: int, band: tuple[float, float]) -> torch.Tensor:
-    """uint8 (count, 1, 256, 256) demo slices, bit-identical for the same arguments, torch build and thread count.
-
-    (Another thread count changes about 1 pixel in 40,000 by one grey level: float rounding in vectorised ops.)
-    """
-    tpl = _template(tuple(band))
-    gen = torch.Generator().manual_seed(4 * seed + 2 * SPLITS.index(split) + CLASSES.index(class_name))
-    n_subjects = math.ceil(count / DEMO_SLICES_PER_SUBJECT)
-    progress = tqdm(range(0, n_subjects, 6), desc=f"building demo {class_name}/{split}", disable=None, leave=False)
-    chunks = [_demo_subjects(tpl, gen, min(6, n_subjects - i), class_name) for i in progress]
-    return torch.cat(chunks)[:count]
-
-
-def _read_cache(path: Path, count: int) -> torch.Tensor | None:
-    """The cached demo slices, or None if the cache is absent or unusable (then it is rebuilt)."""
-    if not path.is_file():
-        return None
-    try:
-        images = torch.load(path, weights_only=True)
-    except Exception as e:  # truncated or foreign file: any failure means rebuild
-        print(f"warning: ignoring unreadable demo cache {path} ({type(e).__name__}); rebuilding it", file=sys.stderr)
-        return None
-    usable = isinstance(images, torch.Tensor) and images.dtype == torch.uint8
-    return images if usable and images.shape == (count, 1, DEMO_RES, DEMO_RES) else None
-
-
 def _load_demo(class_name, split, res, count, seed, cache_dir, band) -> SliceSet:
     if res > DEMO_RES:
         raise DataError(f"--resolution {res} is above the demo set's {DEMO_RES}; pass --resolution {DEMO_RES} or lower")
     if count < 1:
         raise DataError(f"--count {count}: the demo set needs at least 1 slice; pass a positive --count")
-    path = cache_folder(cache_dir) / (f"demo-v{DEMO_VERSION}-{class_name}-{split}-n{count}-s{seed}"
-                                    f"-b{band[0]:.3f}-{band[1]:.3f}.pt")
-    images = _read_cache(path, count)
-    if images is None:
-        images = build_demo(class_name, split, count, seed, band)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is atomic
-            torch.save(images, tmp)
-            os.replace(tmp, path)
-        except OSError as e:
-            print(f"warning: cannot cache the demo set in {path.parent} ({e}); it will be rebuilt next time",
-                  file=sys.stderr)
-    subjects = [f"demo-{split}-{class_name}-{i // DEMO_SLICES_PER_SUBJECT:04d}" for i in range(count)]
-    demo = SliceSet(images, subjects, class_name, split, "")
-    return SliceSet(demo.at_resolution(res), subjects, class_name, split,
+    images = demo.cached_demo(class_name, split, count, seed, band, cache_dir)
+    subjects = demo.subject_ids(class_name, split, count)
+    full = SliceSet(images, subjects, class_name, split, "")
+    return SliceSet(full.at_resolution(res), subjects, class_name, split,
                     f"demo set from the MNI152 template ({count} slices, seed {seed})")
 
 
@@ -514,6 +365,14 @@ def ventricle_fraction(images_uint8: torch.Tensor, dark: float = 0.45) -> torch.
     return torch.tensor(out, dtype=torch.float32)
 
 
+BIOMARKERS = {"csf_fraction": csf_fraction, "ventricle_fraction": ventricle_fraction}
+
+
+def biomarker_values(**image_sets: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
+    """biomarker name -> image set name -> its per-image values (float64), for uint8 image sets."""
+    return {name: {k: f(x).double().numpy() for k, x in image_sets.items()} for name, f in BIOMARKERS.items()}
+
+
 # ---------------------------------------------------------------- command line
 
 def export_demo(out_dir: str, count: int | None, seed: int, force: bool, cache_dir: str | None = None,
@@ -534,7 +393,8 @@ def export_demo(out_dir: str, count: int | None, seed: int, force: bool, cache_d
             slice_no = {}
             for img, subject in zip(s.images[:, 0, top:top + EXPORT_HEIGHT].numpy(), s.subjects):
                 slice_no[subject] = slice_no.get(subject, -1) + 1
-                Image.fromarray(img).save(folder / f"{subject}_{slice_no[subject]:02d}.jpeg", quality=95)
+                core.save_image_atomic(Image.fromarray(img), folder / f"{subject}_{slice_no[subject]:02d}.jpeg",
+                                       quality=95)
                 written += 1
     return written
 
@@ -558,7 +418,7 @@ def _report(count: int, seed: int, cache_dir: str | None, band) -> None:
               f"{diff:>9.4f} {diff / pooled:>13.2f} {diff / std_error:>11.1f}")
 
 
-def _bench(slices: SliceSet, batch: int, device: str, seconds: float = 0.5) -> None:
+def _bench(slices: SliceSet, batch: int, device: torch.device, seconds: float = 0.5) -> None:
     gen = torch.Generator().manual_seed(0)
     res = 4
     while res <= slices.resolution:
@@ -568,7 +428,7 @@ def _bench(slices: SliceSet, batch: int, device: str, seconds: float = 0.5) -> N
             idx = torch.randint(len(x), (batch,), generator=gen)
             prepare_batch(x.index_select(0, idx).to(device, non_blocking=True), gen)
             n += batch
-        if device.startswith("cuda"):
+        if device.type == "cuda":
             torch.cuda.synchronize()
         print(json.dumps({"res": res, "batch": batch, "images_per_s": round(n / (time.perf_counter() - start)),
                           "threads": torch.get_num_threads()}), flush=True)
@@ -587,7 +447,7 @@ def _summary(s: SliceSet, seconds: float) -> None:
           f"(0..255), background (0) {p[0]:.1%}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="demo", help="'demo' (default) or a folder of ADNI slices or NIfTI volumes")
     p.add_argument("--class", dest="class_name", default="AD", help="diagnosis class: AD or NC")
@@ -611,38 +471,47 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--preview", metavar="PNG", help="save a 9x9 grid of slices spread over the set to PNG")
     p.add_argument("--force", action="store_true", help="with --export: write into a folder that already holds files")
     p.add_argument("--batch", type=int, default=32, help="with --bench: batch size")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="with --bench: device")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        if args.export:
-            n = export_demo(args.export, args.count, args.seed, args.force, args.cache_dir, tuple(args.band))
-            print(f"wrote {n} JPEGs under {args.export}")
-        elif args.report:
-            _report(args.count or 300, args.seed, args.cache_dir, tuple(args.band))
-        else:
-            start = time.perf_counter()
-            s = load_slices(args.data, args.class_name, args.split, args.resolution, skip_bad=args.skip_bad,
-                            demo_count=args.count, seed=args.seed, cache_dir=args.cache_dir, band=tuple(args.band))
-            if s.skipped:
-                print(f"skipped {s.skipped} unreadable files (--skip-bad)", file=sys.stderr)
-            if args.bench:
-                _bench(s, args.batch, args.device)
-            elif args.preview:
-                import modules  # the grid format of train.py's samples and predict.py
-                n = min(81, len(s))
-                pick = torch.linspace(0, len(s) - 1, n).round().long()  # spread over subjects
-                modules.save_image_grid(prepare_batch(s.images[pick], flip=False), args.preview, nrow=9)
-                print(f"saved {n} slices of {s.source} to {args.preview}")
-            else:
-                _summary(s, time.perf_counter() - start)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    p.add_argument("--device", help="with --bench: device (default: CUDA when present, else cpu)")
+    core.add_threads_flag(p)
+    return p
+
+
+def _preview(s: SliceSet, path: str) -> None:
+    import modules  # the grid format of train.py's samples and predict.py
+
+    n = min(81, len(s))
+    pick = torch.linspace(0, len(s) - 1, n).round().long()  # spread over subjects
+    modules.save_image_grid(prepare_batch(s.images[pick], flip=False), path, nrow=9)
+    print(f"saved {n} slices of {s.source} to {path}")
+
+
+def command(args: argparse.Namespace) -> None:
+    """The mode the flags ask for: --export, --report, --bench, --preview, or a summary of the slices."""
+    if args.export:
+        n = export_demo(args.export, args.count, args.seed, args.force, args.cache_dir, tuple(args.band))
+        print(f"wrote {n} JPEGs under {args.export}")
+        return
+    if args.report:
+        _report(args.count or 300, args.seed, args.cache_dir, tuple(args.band))
+        return
+    device = core.choose_device(args.device) if args.bench else None
+    start = time.perf_counter()
+    s = load_slices(args.data, args.class_name, args.split, args.resolution, skip_bad=args.skip_bad,
+                    demo_count=args.count, seed=args.seed, cache_dir=args.cache_dir, band=tuple(args.band))
+    if s.skipped:
+        print(f"skipped {s.skipped} unreadable files (--skip-bad)", file=sys.stderr)
+    if args.bench:
+        _bench(s, args.batch, device)
+    elif args.preview:
+        _preview(s, args.preview)
+    else:
+        _summary(s, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    core.set_threads(args.threads)
+    return core.run(command, args)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ networks, so where their outputs fall relative to each other says nothing about 
 
 tsne_images.png, the plot to read: generated AD and NC images (the seeds predict.py uses)
 and real AD and NC training slices (--data, default the demo set) in one feature space:
-every image area-downsampled to at most 32x32 and projected on the principal components
-of the real slices, then all embedded together. A generator that learned its class puts its
-samples among the real slices of that class. Printed and saved in tsne_images.json: per
+every image area-downsampled to at most 32x32 (metrics.pixels, as evaluate.py's memorization
+audit: intensities in [0, 1], scaled so that a distance is an RMS difference), projected on the
+principal components of the real slices, then all embedded together. A generator that learned
+its class puts its samples among the real slices of that class. Printed and saved in tsne_images.json: per
 generator, the fraction of its samples whose nearest real slice (in PCA space) is of its own
 class; the same score of each real slice against the slices of other subjects (how separable
 the classes are in this space at all); and the median distance of the samples to their
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import io
 import json
 import os
 
@@ -32,14 +34,16 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
-from sklearn.metrics import pairwise_distances
 
+import core
 import dataset
-import predict
-from predict import CLASSES, DEFAULT_CHECKPOINT, InputError
+import metrics
+import modules
+import sampling
+from core import CLASSES, UserError
+from sampling import DEFAULT_CHECKPOINT
 
 FEATURE_RES = 32       # images are compared as at most 32x32 pixels
 PCA_COMPONENTS = 50    # principal components of the real slices kept
@@ -59,26 +63,26 @@ def embed_2d(x: np.ndarray, method: str, perplexity: float, seed: int) -> tuple[
 
 def nearest_real(query: np.ndarray, real: np.ndarray,
                  exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Index of and distance to each query row's nearest real row, skipping pairs where exclude is True."""
-    d = pairwise_distances(query, real)  # (n_query, n_real)
-    if exclude is not None:
-        d[exclude] = np.inf
-    i = d.argmin(axis=1)
-    return i, d[np.arange(len(d)), i]
+    """Index of and distance to each query row's nearest real row, skipping pairs where exclude is True
+    (metrics.nearest, the search evaluate.py's audit uses, on numpy rows)."""
+    dist, index = metrics.nearest(torch.from_numpy(query), torch.from_numpy(real),
+                                  exclude=None if exclude is None else torch.from_numpy(exclude))
+    return index.numpy(), dist.numpy()
 
 
 def image_table(args, gens: dict, seeds: list[int]) -> tuple[dict, torch.Tensor, str, int]:
     """Generated (the seeds) and real (a random subset) images of both classes at one common size.
 
-    Returns per-row columns (group, label, id = seed or slice index, subject), the images
-    flattened to float [-1, 1] (rows, res * res), the real data's source and res."""
+    Returns per-row columns (group, label, id = seed or slice index, subject), the images' pixel rows
+    (metrics.pixels at res x res: intensities in [0, 1], distances are RMS differences), the real data's
+    source and res."""
     res = min([FEATURE_RES] + [g.resolution for g in gens.values()])
     rng = np.random.default_rng(args.seed)
     cols = {"group": [], "label": [], "id": [], "subject": []}
     pixels, sources = [], []
     for cls, g in gens.items():
-        img = predict.synthesize(g, predict.styles(g, seeds, 1.0), seeds, "const").clamp(-1, 1)
-        pixels.append(F.avg_pool2d(img, g.resolution // res))  # the area filter of SliceSet.at_resolution
+        img = modules.to_uint8(sampling.synthesize(g, sampling.styles(g, seeds, 1.0), seeds, "const"))
+        pixels.append(metrics.pixels(img, max_res=res))  # area-downsampled, as SliceSet.at_resolution
         cols["group"] += ["generated"] * len(seeds)
         cols["label"] += [cls] * len(seeds)
         cols["id"] += seeds
@@ -86,13 +90,13 @@ def image_table(args, gens: dict, seeds: list[int]) -> tuple[dict, torch.Tensor,
     for cls, g in gens.items():
         s = dataset.load_slices(args.data, cls, split="train", resolution=g.resolution, demo_count=args.demo_count)
         idx = np.sort(rng.choice(len(s), size=min(args.n_real, len(s)), replace=False))
-        pixels.append(dataset.prepare_batch(s.at_resolution(res)[idx], flip=False))
+        pixels.append(metrics.pixels(s.images[idx], max_res=res))
         cols["group"] += ["real"] * len(idx)
         cols["label"] += [cls] * len(idx)
         cols["id"] += idx.tolist()
         cols["subject"] += [s.subjects[i] for i in idx]
         sources.append(f"{cls}: {s.source}")
-    return {k: np.array(v) for k, v in cols.items()}, torch.cat(pixels).flatten(1), "; ".join(sources), res
+    return {k: np.array(v) for k, v in cols.items()}, torch.cat(pixels), "; ".join(sources), res
 
 
 def class_scores(feats: np.ndarray, cols: dict) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -125,20 +129,21 @@ def scatter(path: str, xy: np.ndarray, groups: list[tuple[str, np.ndarray, dict]
     ax.legend(loc="best", fontsize=9)
     fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
-    fig.savefig(path, dpi=120)
+    core.save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
 
 
 def write_csv(path: str, header: list[str], rows) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    core.write_text_atomic(text.getvalue(), path)
 
 
 def w_embedding(args, gens: dict, seeds: list[int], prefix: str) -> None:
     """The design's plot: W of both mapping networks, embedded together."""
-    w = torch.cat([predict.styles(g, seeds, 1.0) for g in gens.values()]).numpy()
+    w = torch.cat([sampling.styles(g, seeds, 1.0) for g in gens.values()]).numpy()
     labels = np.repeat(CLASSES, len(seeds))
     xy, how = embed_2d(w, args.method, args.perplexity, args.seed)
     axis = "UMAP" if args.method == "umap" else "t-SNE"
@@ -181,14 +186,13 @@ def image_embedding(args, table: tuple, seeds: list[int], prefix: str) -> None:
             f"{args.data or 'the demo set'}), each {res}x{res} pixels -> PCA {pca.n_components_} (fit on the "
             f"real slices) -> {how}.\n{verdict}.")
     write_csv(f"{path}.csv", ["x", "y", "group", "label", "id", "nearest_real_label", "nearest_real_distance"],
-              ([f"{x:.4f}", f"{y:.4f}", *row, f"{d:.4f}"]
+              ([f"{x:.4f}", f"{y:.4f}", *row, f"{d:.6f}"]
                for (x, y), *row, d in zip(xy, group, label, cols["id"], nearest, dist)))
     summary = {**scores, "n_generated_per_class": len(seeds),
                "n_real": {cls: int((real & (label == cls)).sum()) for cls in CLASSES}, "real_source": source,
                "features": f"{res}x{res} pixels -> PCA {pca.n_components_} fit on the real slices",
                "embedding": how, "seeds": f"{seeds[0]}-{seeds[-1]}"}
-    with open(f"{path}.json", "w") as f:
-        f.write(json.dumps(summary) + "\n")
+    core.write_text_atomic(json.dumps(summary) + "\n", f"{path}.json")
     print(f"{path}.png, .csv, .json: {len(xy)} images ({how})")
     print(verdict)
 
@@ -213,14 +217,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def embedding(args: argparse.Namespace) -> None:
     if args.n < 2 or args.n_real < 2 or args.seed < 0:
-        raise InputError("--n and --n-real must be at least 2 and --seed not negative")
+        raise UserError("--n and --n-real must be at least 2 and --seed not negative")
     if args.method == "umap" and importlib.util.find_spec("umap") is None:
-        raise InputError("--method umap needs umap-learn (pip install umap-learn); or use --method tsne")
-    gens = predict.load_generators({"AD": args.ad, "NC": args.nc})
+        raise UserError("--method umap needs umap-learn (pip install umap-learn); or use --method tsne")
+    gens = sampling.load_generators({"AD": args.ad, "NC": args.nc})
     if gens["AD"].w_dim != gens["NC"].w_dim:
-        raise InputError(f"the AD and NC generators have different w sizes ({gens['AD'].w_dim} vs "
-                         f"{gens['NC'].w_dim}), so their W vectors cannot be embedded together")
-    predict.writable_folder(args.out)
+        raise UserError(f"the AD and NC generators have different w sizes ({gens['AD'].w_dim} vs "
+                        f"{gens['NC'].w_dim}), so their W vectors cannot be embedded together")
+    core.writable_folder(args.out)
     seeds = list(range(args.seed, args.seed + args.n))
     table = image_table(args, gens, seeds)  # reads the real data before anything is written
     w_embedding(args, gens, seeds, args.method)
@@ -228,7 +232,7 @@ def embedding(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    predict.run_or_exit(embedding, parse_args(argv), errors=(dataset.DataError,))
+    core.main(embedding, parse_args(argv), errors=(modules.CheckpointError,))
 
 
 if __name__ == "__main__":

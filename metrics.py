@@ -5,7 +5,9 @@ but the feature network passed in.
 - Frechet distance and KID (torchmetrics) in the space of a feature network; k-NN precision and recall.
 - MS-SSIM of random pairs (diversity); the memorization audit (nearest training row, percentile threshold).
 - Statistics of one number per image (a biomarker such as dataset.csf_fraction): mean and SD, 1-D Wasserstein-1
-  distance, the difference of two groups' means with a bootstrap 95% interval, Cohen's d.
+  distance, the difference of two groups' means with a bootstrap 95% interval, Cohen's d; the AD - NC
+  comparison of generated and real biomarkers (class_difference).
+- metrics_of: every metric of one column of evaluate.py's table.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from torch import nn
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 from torchmetrics.image.fid import FrechetInceptionDistance  # not re-exported without torch-fidelity
 from torchmetrics.image.kid import KernelInceptionDistance
+
+from core import CLASSES
 
 MIN_RES = 16                # SWD's coarsest pyramid level
 SWD_PATCH = 7               # neighbourhood side (ProGAN)
@@ -174,6 +178,11 @@ def knn_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = KNN_K)
     precision = (d <= kth_neighbour_distance(real, k)[None, :]).any(dim=1).double().mean().item()
     recall = (d.T <= kth_neighbour_distance(fake, k)[None, :]).any(dim=1).double().mean().item()
     return precision, recall
+def class_fidelity(predicted: torch.Tensor, class_name: str) -> float:
+    """Fraction of predicted class indices (encoder outputs) that are `class_name`."""
+    return predicted.eq(CLASSES.index(class_name)).double().mean().item()
+
+
 # ----------------------------------------------------------------------------- diversity and memorization
 
 def msssim_settings(resolution: int) -> dict:
@@ -200,10 +209,21 @@ def ms_ssim_diversity(images: torch.Tensor, seed: int, pairs: int = MSSSIM_PAIRS
     return metric.compute().item()
 
 
-def nearest(query: torch.Tensor, bank: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance, index) of each query row's nearest bank row (Euclidean). The search uses fast matrix
-    products; the distance to the row found is then recomputed directly, so an exact copy is at 0."""
-    idx = torch.cat([torch.cdist(q.float(), bank.float()).argmin(dim=1) for q in query.split(chunk)])
+def nearest(query: torch.Tensor, bank: torch.Tensor, chunk: int = 512,
+            exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, index) of each query row's nearest bank row (Euclidean), skipping the pairs where the bool
+    matrix `exclude` (n_query, n_bank) is True. The search uses fast matrix products in the rows' float type
+    (float32 for integer rows); the distance to the row found is then recomputed directly in float64, so an
+    exact copy is at 0."""
+    dtype = torch.promote_types(query.dtype, bank.dtype)
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    idx = []
+    for start in range(0, len(query), chunk):
+        d = torch.cdist(query[start:start + chunk].to(dtype), bank.to(dtype))
+        if exclude is not None:
+            d[exclude[start:start + chunk]] = math.inf
+        idx.append(d.argmin(dim=1))
+    idx = torch.cat(idx)
     return (query.double() - bank[idx].double()).norm(dim=1), idx
 
 
@@ -330,3 +350,42 @@ def reproduction(generated_difference: float, real_difference: float, min_ratio:
         return {"ratio": None, "reproduced": False}
     ratio = generated_difference / real_difference
     return {"ratio": ratio, "reproduced": bool(ratio >= min_ratio)}  # ratio > 0 <=> same sign
+
+
+def class_difference(values: dict[str, dict], fidelity: dict[str, float], seed: int) -> dict:
+    """AD - NC of each biomarker's mean, in the generated images and in the real training slices, and whether the
+    generators reproduce the real difference. values: class -> dataset.biomarker_values(generated=..., real_train=...);
+    fidelity: class -> the encoder's class fidelity of that class's generated images."""
+    out = {}
+    for name in values["AD"]:
+        diff = {column: group_difference(values["AD"][name][key], values["NC"][name][key], seed)
+                for column, key in (("generated", "generated"), ("real", "real_train"))}
+        out[name] = {**diff, **reproduction(diff["generated"]["difference"], diff["real"]["difference"])}
+    out["class_fidelity"] = {**fidelity, "mean": sum(fidelity[c] for c in CLASSES) / len(CLASSES)}
+    return out
+
+
+# ----------------------------------------------------------------------------- one column of evaluate.py's table
+
+def metrics_of(query: torch.Tensor, query_pred: torch.Tensor, query_feats: torch.Tensor,
+               ref: torch.Tensor, ref_feats: torch.Tensor, bank_feats: torch.Tensor, bank_pix: torch.Tensor,
+               test_feats: torch.Tensor, test_pix: torch.Tensor, encoder: nn.Module, class_name: str,
+               m: int, seed: int) -> tuple[dict, Audit]:
+    """Every metric of one column: `query` (generated, or held-out reals) against the training reals.
+
+    `encoder` is the feature network (encoder.Encoder); *_pred its class predictions, *_feats its features,
+    *_pix `pixels` of the images. Returns the numbers and the pixel-space audit (for the closest pairs)."""
+    dist_q, dist_f = query[:m], query_feats[:m]  # count-sensitive metrics: exactly m images in each column
+    out = {"swd_x1e3": swd(ref, dist_q, seed)}
+    out["frechet_distance"] = frechet_distance(encoder, ref, dist_q)
+    out["kid"], out["kid_std"] = kernel_distance(encoder, ref, dist_q, seed)
+    out["precision"], out["recall"] = knn_precision_recall(ref_feats, dist_f)
+    out["class_fidelity"] = class_fidelity(query_pred, class_name)
+    out["ms_ssim"] = ms_ssim_diversity(query, seed)
+    audit_f = memorization_audit(query_feats, test_feats, bank_feats)
+    audit_p = memorization_audit(pixels(query), test_pix, bank_pix)
+    out.update(nn_distance_features_median=audit_f.distance.median().item(),
+               nn_distance_pixels_median=audit_p.distance.median().item(),
+               memorized_fraction_features=audit_f.fraction, memorized_fraction_pixels=audit_p.fraction,
+               memorization_threshold_features=audit_f.threshold, memorization_threshold_pixels=audit_p.threshold)
+    return out, audit_p

@@ -17,81 +17,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import sys
-import tempfile
 
 import torch
 
+import core
 import modules
-
-CLASSES = ("AD", "NC")
-DEFAULT_CHECKPOINT = "runs/{}/checkpoint.pt"
-
-
-class InputError(Exception):
-    """Input the user can fix (paths, flags); str() is one line."""
-
-
-# ----------------------------------------------------------------------------- shared with embedding.py
-
-def parse_seeds(spec: str) -> list[int]:
-    """'7' -> [7]; '0-3' -> [0, 1, 2, 3]; '0-2,9' -> [0, 1, 2, 9] (argparse type)."""
-    seeds = []
-    for part in spec.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m or (m[2] is not None and int(m[2]) < int(m[1])):
-            raise argparse.ArgumentTypeError(f"expected a seed, a range like 0-80 or a comma list, got {spec!r}")
-        lo = int(m[1])
-        seeds.extend(range(lo, int(m[2] or lo) + 1))
-    return seeds
-
-
-def checkpoint_paths(ad: str | None, nc: str | None) -> dict[str, str]:
-    """The classes to load: those given, or both default checkpoints when neither is."""
-    given = {cls: path for cls, path in zip(CLASSES, (ad, nc)) if path is not None}
-    return given or {cls: DEFAULT_CHECKPOINT.format(cls) for cls in CLASSES}
-
-
-def train_command(cls: str, path: str) -> str:
-    """The train.py command that writes the checkpoint `path`."""
-    folder = os.path.dirname(path)
-    out = "" if os.path.normpath(folder) == os.path.normpath(f"runs/{cls}") else f" --out {folder}"
-    return f"python train.py --class {cls} --preset quick{out}"
-
-
-def load_generators(paths: dict[str, str]) -> dict[str, modules.Generator]:
-    """Each class's EMA generator, refusing a checkpoint of the other class."""
-    gens = {}
-    for cls, path in paths.items():
-        if not os.path.exists(path):
-            raise InputError(f"{path} does not exist; train it first: {train_command(cls, path)}")
-        g = modules.load_generator(path)
-        if g.class_name != cls:
-            raise InputError(f"--{cls.lower()} {path} is a checkpoint of class {g.class_name}, not {cls}; "
-                             f"pass it as --{g.class_name.lower()}")
-        gens[cls] = g
-    return gens
-
-
-def writable_folder(path: str) -> str:
-    """Create `path` if needed and check a file can be written in it."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise InputError(f"cannot write to output folder {path} ({e.strerror or e})") from None
-    return path
+from core import CLASSES, parse_seeds, writable_folder  # noqa: F401 (re-exported)
+from core import UserError as InputError  # noqa: F401 (re-exported)
+from sampling import (DEFAULT_CHECKPOINT, checkpoint_paths, load_generators, styles,  # noqa: F401 (re-exported)
+                      synthesize, train_command)
 
 
 def run_or_exit(fn, args: argparse.Namespace, errors: tuple = ()) -> None:
-    """Run fn(args); report input errors (and `errors`) as one `error: ...` line and exit code 2."""
-    try:
-        fn(args)
-    except (InputError, modules.CheckpointError, *errors) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    """core.main for fn(args), also reporting checkpoint errors (and `errors`) as one line and exit code 2."""
+    core.main(fn, args, errors=(modules.CheckpointError, *errors))
 
 
 # ----------------------------------------------------------------------------- generation
@@ -101,27 +40,9 @@ def take_seeds(seeds: list[int], count: int, what: str) -> list[int]:
     if len(seeds) == 1:
         return list(range(seeds[0], seeds[0] + count))
     if len(seeds) < count:
-        raise InputError(f"--seed gives {len(seeds)} seeds but {what} needs {count}; "
-                         "give a longer range, or a single start seed")
+        raise core.UserError(f"--seed gives {len(seeds)} seeds but {what} needs {count}; "
+                             "give a longer range, or a single start seed")
     return seeds[:count]
-
-
-@torch.no_grad()
-def styles(g: modules.Generator, seeds: list[int], psi: float) -> torch.Tensor:
-    """w (N, w_dim) of each seed's z, truncated by psi; mapped one at a time, so batch-independent."""
-    z = modules.latents_for_seeds(seeds, g.z_dim)
-    return torch.cat([g.truncate(g.mapping(zi[None]), psi) for zi in z])
-
-
-@torch.no_grad()
-def synthesize(g: modules.Generator, ws: torch.Tensor, noise_seeds: list[int], noise_mode: str) -> torch.Tensor:
-    """ws (N, w_dim) or (N, num_ws, w_dim) -> images (N, C, R, R), one at a time so an image never
-    depends on its batch; with random noise, image i draws its noise from torch seed noise_seeds[i]."""
-    images = []
-    for w, seed in zip(ws, noise_seeds):
-        torch.manual_seed(seed)
-        images.append(g.synthesis(w[None], noise_mode=noise_mode))
-    return torch.cat(images)
 
 
 def save_singles(images: torch.Tensor, seeds: list[int], folder: str) -> None:
@@ -129,7 +50,7 @@ def save_singles(images: torch.Tensor, seeds: list[int], folder: str) -> None:
     from PIL import Image
 
     for pix, seed in zip(modules.to_uint8(images)[:, 0], seeds):
-        Image.fromarray(pix.numpy(), mode="L").save(os.path.join(folder, f"seed{seed:04d}.png"))
+        core.save_image_atomic(Image.fromarray(pix.numpy(), mode="L"), os.path.join(folder, f"seed{seed:04d}.png"))
 
 
 def interpolation(g: modules.Generator, a: int, b: int, frames: int, psi: float, noise_mode: str) -> torch.Tensor:
@@ -186,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def predict(args: argparse.Namespace) -> None:
     if args.grid < 0 or args.n < 0 or args.frames < 2:
-        raise InputError("--grid and --n must be >= 0 and --frames >= 2")
+        raise core.UserError("--grid and --n must be >= 0 and --frames >= 2")
     count = max(args.grid ** 2, args.n)
     what = f"a {args.grid}x{args.grid} grid" if args.grid ** 2 >= args.n else f"--n {args.n}"
     seeds = take_seeds(args.seed, count, what)
@@ -194,11 +115,11 @@ def predict(args: argparse.Namespace) -> None:
     crossover = {cls: args.crossover or (8 if g.resolution > 8 else 4) for cls, g in gens.items()}
     for cls, g in gens.items():  # refuse bad settings before writing anything
         if args.psi != 1.0 and not g.mapping.w_avg.any():
-            raise InputError(f"the {cls} checkpoint has no average w (all zero), so --psi cannot truncate")
+            raise core.UserError(f"the {cls} checkpoint has no average w (all zero), so --psi cannot truncate")
         c = crossover[cls]
         if args.mix and (not 4 <= c < g.resolution or c & (c - 1)):
-            raise InputError(f"--crossover must be a power of two from 4 to {g.resolution // 2} "
-                             f"for the {g.resolution}x{g.resolution} {cls} generator, got {c}")
+            raise core.UserError(f"--crossover must be a power of two from 4 to {g.resolution // 2} "
+                                 f"for the {g.resolution}x{g.resolution} {cls} generator, got {c}")
     out = writable_folder(args.out)
     for cls, g in gens.items():
         res = f"{g.resolution}x{g.resolution}"

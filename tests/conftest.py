@@ -1,27 +1,75 @@
-"""Make the top-level scripts importable from tests, whatever the working folder; keep the
-demo-set cache of a test session out of the user's home; run torch on one thread (the test
-networks are tiny, and a second thread only adds synchronisation, badly so on a busy machine)."""
+"""Shared test set-up and builders.
+
+Set-up: make the top-level scripts importable from tests, whatever the working folder; keep the demo-set
+cache of a test session in one temporary folder (also for the scripts the tests start, which inherit the
+environment), never the user's home; run torch on one thread (the test networks are tiny, and a second thread
+only adds synchronisation, badly so on a busy machine).
+
+Builders: `blobs` (smooth random uint8 images), `make_checkpoint` and the `ckpts` fixture (tiny AD and NC
+checkpoints), `one_line_error` (a script's main refusing its input).
+Tests that take more than a few seconds are marked `slow`: `pytest -m "not slow"` leaves them out.
+"""
+import atexit
 import os
+import shutil
 import sys
 import tempfile
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-os.environ.setdefault("BRAIN_STYLEGAN_CACHE", tempfile.mkdtemp(prefix="brain-stylegan-test-cache-"))
+if "BRAIN_STYLEGAN_CACHE" not in os.environ:
+    os.environ["BRAIN_STYLEGAN_CACHE"] = tempfile.mkdtemp(prefix="brain-stylegan-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["BRAIN_STYLEGAN_CACHE"], True)
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # also for the scripts the tests start
 
 import torch  # noqa: E402
+
+import modules  # noqa: E402
 
 torch.set_num_threads(1)
 
 
 def one_line_error(main, argv, capsys) -> str:
     """Run a script's main(argv), expect exit code 2 and one 'error: ...' line on stderr; return it."""
-    import pytest
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     return err
+
+
+def blobs(n: int, res: int, seed: int) -> torch.Tensor:
+    """uint8 (n, 1, res, res) smooth random images: brain-like in having structure at several scales."""
+    g = torch.Generator().manual_seed(seed)
+    x = sum(torch.nn.functional.interpolate(torch.randn(n, 1, s, s, generator=g), size=res, mode="bicubic",
+                                            align_corners=True) / s ** 0.5 for s in (2, 4, 8))
+    return ((x - x.min()) / (x.max() - x.min()) * 255).round().to(torch.uint8)
+
+
+def make_checkpoint(path, class_name: str, seed: int) -> str:
+    """A tiny (16x16) checkpoint as train.py would write it: noise that matters and a tracked average w."""
+    from test_modules import _checkpoint  # the checkpoint layout, as test_modules builds it
+
+    torch.manual_seed(seed)
+    cfg = modules.preset("tiny")
+    g, d = modules.Generator(cfg), modules.Critic(cfg)
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, modules.NoiseInjection):
+                m.weight.fill_(0.3)
+        g.mapping.w_avg.copy_(g.mapping(torch.randn(256, cfg.z_dim)).mean(0))
+    state = _checkpoint(g, d, cfg, step=cfg.max_step, alpha=1.0)
+    state["class_name"] = class_name
+    modules.save_checkpoint(state, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def ckpts(tmp_path_factory) -> dict[str, str]:
+    """class -> path of a tiny checkpoint of that class (different weights per class), made once per session."""
+    root = tmp_path_factory.mktemp("runs")
+    return {cls: make_checkpoint(root / cls / "checkpoint.pt", cls, seed=i) for i, cls in enumerate(("AD", "NC"))}

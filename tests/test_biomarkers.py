@@ -74,9 +74,10 @@ def test_biomarkers_ignore_background_specks_and_empty_slices():
             f(img.float())
 
 
-@pytest.mark.parametrize("res", [32, 64])
+@pytest.mark.parametrize("res", [32, 64, pytest.param(256, marks=pytest.mark.slow)])
 def test_demo_ad_has_more_csf_and_larger_ventricles_than_nc(res):
-    """The demo set's simulated atrophy, seen at the resolutions the generators are evaluated at."""
+    """The demo set's simulated atrophy, seen at the resolutions the generators are evaluated at and at the
+    demo set's own 256x256."""
     values = {c: {f.__name__: f(dataset.load_slices("demo", c, "train", res, demo_count=200).images).double()
                   for f in (dataset.csf_fraction, dataset.ventricle_fraction)} for c in dataset.CLASSES}
     for name in ("csf_fraction", "ventricle_fraction"):
@@ -84,6 +85,8 @@ def test_demo_ad_has_more_csf_and_larger_ventricles_than_nc(res):
         standard_error = math.sqrt(ad.var() / len(ad) + nc.var() / len(nc))
         assert ad.mean() > 1.4 * nc.mean() and ad.mean() - nc.mean() > 5 * standard_error, (name, ad.mean(), nc.mean())
         assert metrics.cohens_d(ad, nc) > 0.6
+    if res == 256:  # a plausible amount of CSF in the healthy slices' brain area
+        assert 0.02 < values["NC"]["csf_fraction"].mean() < 0.2
 
 
 # ----------------------------------------------------------------------------- statistics of per-image values

@@ -3,6 +3,7 @@ import csv
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -12,21 +13,8 @@ from PIL import Image
 
 import embedding
 from conftest import ROOT, one_line_error
-from test_predict import make_checkpoint
 
 N, N_REAL, DEMO_COUNT = 6, 8, 20  # per class; the demo set has 10 slices per subject
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    return {cls: make_checkpoint(root / cls / "checkpoint.pt", cls, seed=i) for i, cls in enumerate(("AD", "NC"))}
-
-
-@pytest.fixture(autouse=True)
-def demo_cache(tmp_path_factory, monkeypatch):
-    """The demo set is built once per test session, outside the home folder."""
-    monkeypatch.setenv("BRAIN_STYLEGAN_CACHE", str(tmp_path_factory.getbasetemp() / "demo-cache"))
 
 
 def rows(path) -> list[dict]:
@@ -54,7 +42,14 @@ def test_writes_both_plots_with_their_numbers(ckpts, tmp_path, capsys):
     for cls in ("AD", "NC"):  # the summary is the CSV's numbers
         gen = [r for r in images if r["group"] == "generated" and r["label"] == cls]
         assert own[cls] == pytest.approx(sum(r["nearest_real_label"] == cls for r in gen) / N)
-    assert 0 <= summary["real_nearest_other_subject_is_own_class"] <= 1
+    real = [r for r in images if r["group"] == "real"]
+    assert summary["real_nearest_other_subject_is_own_class"] == \
+        pytest.approx(sum(r["nearest_real_label"] == r["label"] for r in real) / len(real))
+    real_median = statistics.median(float(r["nearest_real_distance"]) for r in real)
+    for cls in ("AD", "NC"):  # median distance of the class's samples over that of the real slices, from the CSV
+        gen = statistics.median(float(r["nearest_real_distance"]) for r in images
+                                if r["group"] == "generated" and r["label"] == cls)
+        assert summary["distance_to_nearest_real_vs_real"][cls] == pytest.approx(gen / real_median, rel=2e-3)
     assert summary["n_real"] == {"AD": N_REAL, "NC": N_REAL}
     out = capsys.readouterr().out
     assert "Nearest real slice of its own class: generated AD" in out
@@ -77,6 +72,7 @@ def test_bad_input_gives_one_line_errors(ckpts, tmp_path, capsys):
     assert not list(tmp_path.glob("*.png"))
 
 
+@pytest.mark.slow
 def test_command_line_exit_code(ckpts, tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00" * 100)

@@ -6,38 +6,14 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import modules
 import predict
 from conftest import ROOT, one_line_error
-from test_modules import _checkpoint
 
 RES, BORDER = 16, 1  # the tiny preset's resolution; save_image_grid's border
 CELL = RES + BORDER
-
-
-def make_checkpoint(path, class_name: str, seed: int) -> str:
-    """A tiny checkpoint as train.py would write it: noise that matters and a tracked average w."""
-    torch.manual_seed(seed)
-    cfg = modules.preset("tiny")
-    g, d = modules.Generator(cfg), modules.Critic(cfg)
-    with torch.no_grad():
-        for m in g.modules():
-            if isinstance(m, modules.NoiseInjection):
-                m.weight.fill_(0.3)
-        g.mapping.w_avg.copy_(g.mapping(torch.randn(256, cfg.z_dim)).mean(0))
-    state = _checkpoint(g, d, cfg, step=cfg.max_step, alpha=1.0)
-    state["class_name"] = class_name
-    modules.save_checkpoint(state, str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    return {cls: make_checkpoint(root / cls / "checkpoint.pt", cls, seed=i) for i, cls in enumerate(predict.CLASSES)}
 
 
 def run(ckpts, out, *flags):
@@ -149,6 +125,7 @@ def test_bad_input_gives_one_line_errors(ckpts, tmp_path, capsys):
     assert list(tmp_path.glob("*.png")) == []  # nothing written by a refused run
 
 
+@pytest.mark.slow
 def test_command_line_exit_codes(ckpts, tmp_path):
     cmd = [sys.executable, "predict.py", "--out", str(tmp_path), "--grid", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
