@@ -31,22 +31,23 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+import core
 import dataset
 import modules
-import train
+import training
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 
 
 def make_trainer(preset: str, batch: int, precision: str, channels_last: bool,
-                 device: torch.device, seed: int = 0) -> train.Trainer:
+                 device: torch.device, seed: int = 0) -> training.Trainer:
     """A Trainer exactly as train.py builds it for this preset and precision."""
     model_cfg = modules.preset(preset)
-    cfg = train.TrainConfig(**{**train.TRAIN_PRESETS[preset], "preset": preset,
+    cfg = training.TrainConfig(**{**training.TRAIN_PRESETS[preset], "preset": preset,
                                "resolution": model_cfg.resolution, "seed": seed,
                                "amp": PRECISIONS[precision], "channels_last": channels_last})
     cfg.batch = {r: batch for r in model_cfg.resolutions}
-    return train.Trainer(model_cfg, cfg, device)
+    return training.Trainer(model_cfg, cfg, device)
 
 
 def _sync(device: torch.device) -> None:
@@ -87,7 +88,7 @@ def largest_conv(model_cfg: modules.ModelConfig, res: int) -> tuple[int, int, in
     return max(convs, key=lambda c: c[0] * c[1] * c[2] ** 2)
 
 
-def conv_ceiling(cin: int, cout: int, res: int, batch: int, trainer: train.Trainer):
+def conv_ceiling(cin: int, cout: int, res: int, batch: int, trainer: training.Trainer):
     """One 3x3 convolution, forward + backward (input and weight gradients), at the trainer's
     precision and layout: (a callable that runs it once, its FLOPs)."""
     dev = trainer.device
@@ -133,7 +134,7 @@ def bench_resolution(preset: str, res: int, batch: int, precision: str, channels
 
     def data():
         idx = torch.randint(len(images), (batch,), generator=gen)
-        return train.real_batch(images, idx, gen, alpha, channels_last)
+        return training.real_batch(images, idx, gen, alpha, channels_last)
 
     reals = data()
     seen = [10 ** 6]
@@ -185,13 +186,15 @@ def main(argv: list[str] | None = None) -> int:
                         "whose double backward is ATen's (for comparing the two on your hardware)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per resolution (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    core.add_threads_flag(p)
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     args = p.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    core.set_threads(args.threads)
+    try:
+        device = core.choose_device(args.device)
+    except core.UserError as e:
+        p.error(str(e))
     model_cfg = modules.preset(args.preset)
     res_list = args.res or [r for r in model_cfg.resolutions if r <= 64]
     bad = [r for r in res_list if r not in model_cfg.resolutions]
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     for precision in args.precision:
         cl = {"on": True, "off": False, "auto": precision != "fp32"}[args.channels_last]
         for res in res_list:
-            batch = train.TRAIN_PRESETS[args.preset]["batch"][res] if args.batch == "train" else args.batch
+            batch = training.TRAIN_PRESETS[args.preset]["batch"][res] if args.batch == "train" else args.batch
             row = bench_resolution(args.preset, res, batch, precision, cl, device,
                                    slices, args.iters, args.warmup, args.penalty_path)
             print(json.dumps(row), flush=True)

@@ -70,12 +70,14 @@ def main(fn, *args, errors: tuple = ()) -> None:
 def open_atomic(path: str | os.PathLike, mode: str = "wb"):
     """Open a temp file in `path`'s folder for writing; on a clean exit, fsync it and rename it to `path`.
 
-    On any failure the temp file is removed and `path` is untouched; an OSError names `path` (e.filename).
+    The folder is created if needed. On any failure the temp file is removed and `path` is untouched; an
+    OSError names `path` (e.filename).
     The temp file is made with the user's umask, as open() would make `path` itself."""
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
+        os.makedirs(folder, exist_ok=True)
         with open(tmp, mode.replace("w", "x")) as f:
             yield f
             f.flush()

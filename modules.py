@@ -20,16 +20,16 @@ Resolution steps: step 0 is 4x4, step s is 4 * 2**s.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from core import UserError, first_line, save_image_atomic, write_bytes_atomic
 
 GAIN = math.sqrt(2.0)  # He gain for layers followed by a (leaky) ReLU
 LRELU_SLOPE = 0.2
@@ -490,6 +490,7 @@ def latents_for_seeds(seeds, z_dim: int) -> torch.Tensor:
                         for s in seeds])
 
 
+@torch.no_grad()
 def styles(g: Generator, seeds, psi: float = 1.0) -> torch.Tensor:
     """w (N, w_dim) of each seed's z, truncated by psi; mapped one at a time, so batch-independent."""
     z = latents_for_seeds(seeds, g.z_dim).to(g.const.device)
@@ -549,43 +550,13 @@ def save_image_grid(images: torch.Tensor, path: str, nrow: int, border: int = 1,
         r, c = divmod(i, nrow)
         y, x = border + r * (h + border), border + c * (w + border)
         grid[y:y + h, x:x + w] = pix[i]
-    buf = io.BytesIO()
-    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
-    Image.fromarray(grid.numpy(), mode="L").save(buf, format=fmt)
-    write_bytes_atomic(buf.getbuffer(), path)
+    save_image_atomic(Image.fromarray(grid.numpy(), mode="L"), path)
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable or not of this project; str() is one line."""
-
-
-_UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) and put it back
-os.umask(_UMASK)
-
-
-def write_bytes_atomic(data, path: str) -> None:
-    """Write `data` to a temp file beside `path`, fsync, then rename: a reader, or a run killed
-    mid-write, sees the old or the new file whole. On failure (a full disk, a lost permission)
-    the temp file is removed and an OSError naming `path` is raised; the old file is untouched."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; give the usual umask's permissions
-            os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError) and e.filename != path:
-            raise OSError(e.errno, e.strerror or str(e), path) from None
-        raise
 
 
 def save_checkpoint(state: dict, path: str) -> None:
@@ -657,8 +628,7 @@ class Checkpoint:
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # truncated, corrupt, or not a torch file at all
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"checkpoint {path} is unreadable ({first[:120]}); "
+            raise CheckpointError(f"checkpoint {path} is unreadable ({first_line(e)}); "
                                   "re-train or pick another file") from None
         return cls.from_dict(state, path)
 
@@ -668,8 +638,7 @@ class Checkpoint:
             g = Generator(ModelConfig.from_dict(self.model_config))
             g.load_state_dict(self.generator_ema)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"checkpoint {path} has a damaged generator ({type(e).__name__}: {first}); "
+            raise CheckpointError(f"checkpoint {path} has a damaged generator ({type(e).__name__}: {first_line(e)}); "
                                   "re-train or pick another file") from None
         g.step, g.alpha, g.class_name = self.step, float(self.alpha), self.class_name
         return g.to(device).eval().requires_grad_(False)

@@ -3,6 +3,7 @@
 - `styles` + `synthesize` (predict.py, embedding.py): one image at a time, so an image never depends on its
   batch; noise 'const' (the checkpoint's fixed maps, reproducible), 'random' (seeded by the image's seed) or 'none'.
 - `generate` (evaluate.py): many images in batches with random noise, as in training, from one torch seed.
+Both are modules.sample's two modes (train.py's sample grids use it too).
 
 Seed k always gives the same latent z (modules.latents_for_seeds), the z of train.py's sample grids.
 """
@@ -45,30 +46,11 @@ def load_generators(paths: dict[str, str]) -> dict[str, modules.Generator]:
     return gens
 
 
-@torch.no_grad()
-def styles(g: modules.Generator, seeds: list[int], psi: float) -> torch.Tensor:
-    """w (N, w_dim) of each seed's z, truncated by psi; mapped one at a time, so batch-independent."""
-    z = modules.latents_for_seeds(seeds, g.z_dim)
-    return torch.cat([g.truncate(g.mapping(zi[None]), psi) for zi in z])
+# One image at a time (predict.py, embedding.py): modules.styles and modules.synthesize.
+styles, synthesize = modules.styles, modules.synthesize
 
 
-@torch.no_grad()
-def synthesize(g: modules.Generator, ws: torch.Tensor, noise_seeds: list[int], noise_mode: str) -> torch.Tensor:
-    """ws (N, w_dim) or (N, num_ws, w_dim) -> images (N, C, R, R), one at a time so an image never
-    depends on its batch; with random noise, image i draws its noise from torch seed noise_seeds[i]."""
-    images = []
-    for w, seed in zip(ws, noise_seeds):
-        torch.manual_seed(seed)
-        images.append(g.synthesis(w[None], noise_mode=noise_mode))
-    return torch.cat(images)
-
-
-@torch.no_grad()
 def generate(g: modules.Generator, n: int, seed: int, batch: int = 100) -> torch.Tensor:
     """uint8 (n, 1, R, R) in batches: image k from latent seed seed + k (predict.py's numbering of z) and
-    random noise (as in training) from torch seed `seed`."""
-    device = g.const.device
-    z = modules.latents_for_seeds(range(seed, seed + n), g.z_dim)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        return torch.cat([modules.to_uint8(g(zb.to(device), noise_mode="random")) for zb in z.split(batch)])
+    random noise (as in training) from torch seed `seed` (modules.sample's batched mode)."""
+    return modules.to_uint8(modules.sample(g, range(seed, seed + n), batch=batch, noise_seed=seed))

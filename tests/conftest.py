@@ -52,8 +52,6 @@ def blobs(n: int, res: int, seed: int) -> torch.Tensor:
 
 def make_checkpoint(path, class_name: str, seed: int) -> str:
     """A tiny (16x16) checkpoint as train.py would write it: noise that matters and a tracked average w."""
-    from test_modules import _checkpoint  # the checkpoint layout, as test_modules builds it
-
     torch.manual_seed(seed)
     cfg = modules.preset("tiny")
     g, d = modules.Generator(cfg), modules.Critic(cfg)
@@ -62,9 +60,8 @@ def make_checkpoint(path, class_name: str, seed: int) -> str:
             if isinstance(m, modules.NoiseInjection):
                 m.weight.fill_(0.3)
         g.mapping.w_avg.copy_(g.mapping(torch.randn(256, cfg.z_dim)).mean(0))
-    state = _checkpoint(g, d, cfg, step=cfg.max_step, alpha=1.0)
-    state["class_name"] = class_name
-    modules.save_checkpoint(state, str(path))
+    modules.Checkpoint(class_name=class_name, model_config=cfg.to_dict(), step=cfg.max_step, alpha=1.0,
+                       generator_ema=g.state_dict(), generator=g.state_dict(), critic=d.state_dict()).save(str(path))
     return str(path)
 
 

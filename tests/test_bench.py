@@ -28,7 +28,7 @@ def test_batch_train_uses_train_py_batch_per_resolution(capsys):
     assert bench.main(["--preset", "tiny", "--res", "4", "8", "--precision", "fp32",
                        "--iters", "1", "--warmup", "0", "--batch", "train"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    tiny = bench.train.TRAIN_PRESETS["tiny"]["batch"]
+    tiny = bench.training.TRAIN_PRESETS["tiny"]["batch"]
     assert [(r["res"], r["batch"]) for r in rows] == [(4, tiny[4]), (8, tiny[8])]
 
 

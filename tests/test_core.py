@@ -80,9 +80,11 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
         with core.open_atomic(target, "w") as f:
             raise ValueError("not an OSError: re-raised as it is")
     assert os.listdir(tmp_path) == ["x.txt"]
-    with pytest.raises(OSError) as e:
-        core.write_text_atomic("x", tmp_path / "no" / "such" / "folder.txt")
-    assert e.value.filename == str(tmp_path / "no" / "such" / "folder.txt")
+    with pytest.raises(OSError) as e:  # a folder that cannot be made: its parent is a file
+        core.write_text_atomic("x", target / "sub" / "y.txt")
+    assert e.value.filename == str(target / "sub" / "y.txt")
+    core.write_text_atomic("new", tmp_path / "made" / "y.txt")  # a missing folder is made
+    assert (tmp_path / "made" / "y.txt").read_text() == "new"
 
 
 def test_writable_folder(tmp_path):

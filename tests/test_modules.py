@@ -136,8 +136,14 @@ def test_minibatch_stddev_keeps_reals_and_fakes_apart():
 
 
 def test_minibatch_stddev_odd_batch_uses_a_divisor():
-    out = MinibatchStdDev(group_size=4)(torch.randn(6, 2, 4, 4))  # group of 3
+    torch.manual_seed(1)
+    x = torch.randn(6, 2, 4, 4)
+    out = MinibatchStdDev(group_size=4)(x)  # 4 does not divide 6: groups of 3, images (0, 1, 2) and (3, 4, 5)
     assert out.shape == (6, 3, 4, 4)
+    for first in (0, 3):
+        group = x[first:first + 3]
+        std = (group.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+        torch.testing.assert_close(out[first:first + 3, 2], std.expand(3, 4, 4))
 
 
 def test_noise_starts_at_zero_weight_so_has_no_effect(nets, cfg):
@@ -285,14 +291,10 @@ def test_gradients_reach_exactly_the_active_layers(cfg):
             assert has_grad == _active(name, step), f"{type(net).__name__}.{name}: grad={has_grad}"
 
 
-def _checkpoint(g, d, cfg, step, alpha):
-    return {
-        "format": modules.CHECKPOINT_FORMAT, "version": modules.CHECKPOINT_VERSION,
-        "class_name": "AD", "model_config": cfg.to_dict(), "train_config": {},
-        "images_seen": 123, "step": step, "alpha": alpha,
-        "generator": g.state_dict(), "generator_ema": g.state_dict(), "critic": d.state_dict(),
-        "optim_g": {}, "optim_d": {}, "rng": {"torch": torch.get_rng_state()},
-    }
+def _checkpoint(g, d, cfg, step, alpha) -> modules.Checkpoint:
+    return modules.Checkpoint(class_name="AD", model_config=cfg.to_dict(), step=step, alpha=alpha,
+                              generator_ema=g.state_dict(), generator=g.state_dict(), critic=d.state_dict(),
+                              images_seen=123, rng={"torch": torch.get_rng_state()})
 
 
 def test_checkpoint_round_trip_gives_identical_images(nets, cfg, tmp_path):
@@ -303,7 +305,7 @@ def test_checkpoint_round_trip_gives_identical_images(nets, cfg, tmp_path):
                 m.weight.normal_()
         g.mapping.w_avg.normal_()
     path = tmp_path / "checkpoint.pt"
-    modules.save_checkpoint(_checkpoint(g, d, cfg, step=1, alpha=0.25), str(path))
+    _checkpoint(g, d, cfg, step=1, alpha=0.25).save(str(path))
     torch.load(path, weights_only=True)  # plain types only
     g2 = modules.load_generator(str(path))
     assert (g2.z_dim, g2.w_dim, g2.resolution, g2.class_name) == (cfg.z_dim, cfg.w_dim, 8, "AD")
@@ -324,7 +326,7 @@ def test_save_is_atomic_and_leaves_no_temp(nets, cfg, tmp_path):
     g, d = nets
     path = tmp_path / "ckpt.pt"
     path.write_bytes(b"old")
-    modules.save_checkpoint(_checkpoint(g, d, cfg, 2, 1.0), str(path))
+    _checkpoint(g, d, cfg, 2, 1.0).save(str(path))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
     class Boom:  # torch.save fails half-way: the old file must survive, no temp left

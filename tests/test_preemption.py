@@ -58,6 +58,7 @@ def straight(tmp_path_factory):
 @pytest.mark.parametrize("signals,code", [(["SIGTERM"], 143), (["SIGINT"], 130), (["SIGUSR1"], 0),
                                           (["SIGTERM", "SIGINT"], 143)],
                          ids=["term", "int", "usr1", "second-signal-during-save"])
+@pytest.mark.slow
 def test_signal_saves_the_iteration_in_flight_and_resume_is_exact(straight, tmp_path, signals, code):
     out = tmp_path / "NC"
     proc = start(out, "--log-every", 7)
@@ -93,6 +94,7 @@ def test_signal_saves_the_iteration_in_flight_and_resume_is_exact(straight, tmp_
     assert set(iterations(straight)) <= set(its)  # every regular log line, plus the stop's own
 
 
+@pytest.mark.slow
 def test_a_signal_before_training_saves_nothing(tmp_path):
     out = tmp_path / "early"
     proc = start(out, "--minutes", 5)  # the speed probe takes seconds before the first iteration
@@ -107,6 +109,7 @@ def test_a_signal_before_training_saves_nothing(tmp_path):
     assert not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_second_process_on_a_locked_folder_stops_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "NC"
     assert run_main(["--class", "NC", "--out", out, *TINY, "--stop-kimg", 0.1]) == 0
@@ -126,6 +129,7 @@ def test_second_process_on_a_locked_folder_stops_and_writes_nothing(tmp_path, ca
     assert all(after[f] == before[f] for f in before if f != train.RunLock.NAME)
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_leave_one_honest_record(tmp_path):
     """The report's scenario: the same --out twice, the second with --seed 5."""
     out = tmp_path / "NC"
@@ -143,6 +147,7 @@ def test_two_runs_started_together_leave_one_honest_record(tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == its[-1]
 
 
+@pytest.mark.slow
 def test_resume_auto_starts_an_empty_folder_and_continues_an_existing_one(tmp_path, capsys):
     out = tmp_path / "NC"
     assert run_main(["--class", "NC", "--out", out, *TINY, "--resume", "auto", "--stop-kimg", 0.1]) == 0
@@ -159,6 +164,7 @@ def test_resume_auto_starts_an_empty_folder_and_continues_an_existing_one(tmp_pa
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "NC"
     assert run_main(["--class", "NC", "--out", out, *TINY, "--stop-kimg", 0.1, "--log-every", 1]) == 0

@@ -13,6 +13,7 @@ import torch
 
 import modules
 import train
+import training
 from conftest import ROOT
 
 TINY = ["--preset", "tiny", "--demo-count", "48", "--device", "cpu"]
@@ -127,6 +128,7 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_output(tiny_run):
     out = tiny_run
     names = set(os.listdir(out))
@@ -150,6 +152,7 @@ def test_tiny_run_writes_every_output(tiny_run):
     assert Image.open(out / "samples" / "final.png").size == (9 * 17 + 1, 9 * 17 + 1)
 
 
+@pytest.mark.slow
 def test_tiny_run_checkpoint_loads_as_generator(tiny_run):
     g = modules.load_generator(str(tiny_run / "checkpoint.pt"))
     assert (g.resolution, g.class_name, g.alpha) == (16, "AD", 1.0)
@@ -160,6 +163,7 @@ def test_tiny_run_checkpoint_loads_as_generator(tiny_run):
     assert g.mapping.w_avg.abs().sum() > 0  # tracked during training, copied to the EMA
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten(tiny_run, capsys):
     before = (tiny_run / "checkpoint.pt").read_bytes()
     assert run_main(["--class", "AD", "--out", tiny_run, *TINY]) == 2
@@ -168,6 +172,7 @@ def test_existing_run_is_not_overwritten(tiny_run, capsys):
     assert (tiny_run / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_class_and_architecture(tiny_run, capsys):
     assert run_main(["--class", "NC", "--out", tiny_run, "--resume", "--device", "cpu"]) == 2
     assert "class AD checkpoint" in capsys.readouterr().err
@@ -192,6 +197,7 @@ def _weights(path):
     return s, {f"{net}.{k}": v for net in ("generator", "critic", "generator_ema") for k, v in s[net].items()}
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
     # 0.4 kimg crosses from 4x4 into the 8x8 fade; split at 0.2 kimg (inside 4x4)
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -214,6 +220,7 @@ def test_resume_is_exact(tmp_path):
     assert [r["loss_d"] for r in la] == [r["loss_d"] for r in lb]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_every", [1, 7])
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys, log_every):
     real_step = train.Trainer.train_step
@@ -235,6 +242,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, 
     assert all(torch.isfinite(v).all() for v in state["generator"].values())
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume(tmp_path):
     """Kill the process at a random moment after its first checkpoint: the checkpoint is whole
     and --resume finishes the run."""
@@ -273,6 +281,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, result_dir: str) -> 
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_keeps_ranks_identical(tmp_path):
     import socket
     import torch.multiprocessing as mp
@@ -292,11 +301,14 @@ def test_two_process_data_parallel_keeps_ranks_identical(tmp_path):
     assert rows[-1]["images_seen"] >= 350 and math.isfinite(rows[-1]["loss_d"])
 
 
-def test_amp_resolution():
+def test_amp_resolution(monkeypatch):
     cpu = torch.device("cpu")
     assert train.resolve_amp("off", cpu) == "off"
     assert train.resolve_amp("bf16", cpu) == "bf16"
-    assert train.resolve_amp("auto", cpu) == ("bf16" if train.native_bf16(cpu) else "off")
+    for native, expected in ((True, "bf16"), (False, "off")):  # auto follows the hardware's flag
+        monkeypatch.setattr(training, "native_bf16", lambda device: native)
+        assert train.resolve_amp("auto", cpu) == expected
+    monkeypatch.undo()
     with pytest.raises(train.RunError, match="--amp fp16 needs a CUDA device"):
         train.resolve_amp("fp16", cpu)
     t = train.Trainer(modules.preset("tiny"), tiny_cfg(amp="bf16"), cpu)
@@ -305,6 +317,7 @@ def test_amp_resolution():
     assert not train.Trainer(modules.preset("tiny"), tiny_cfg(amp="bf16", channels_last=False), cpu).channels_last
 
 
+@pytest.mark.slow
 def test_trains_on_an_adni_layout_folder(tmp_path, capsys):
     """Real data enters by path: the demo set exported as ADNI-style 256x240 JPEGs."""
     import dataset
@@ -326,7 +339,7 @@ def test_lazy_gradient_penalty_every_k_steps_weighted_by_k(monkeypatch):
     t = train.Trainer(cfg, tiny_cfg(style_mixing=0.0, gp_every=3, drift=0.0), torch.device("cpu"))
     calls = []
     real_gp = train.gradient_penalty
-    monkeypatch.setattr(train, "gradient_penalty", lambda *a, **k: calls.append(1) or real_gp(*a, **k))
+    monkeypatch.setattr(training, "gradient_penalty", lambda *a, **k: calls.append(1) or real_gp(*a, **k))
     seen_loss = []
     monkeypatch.setattr(t, "_optimizer_step", lambda opt, net, loss, lr: seen_loss.append(loss.detach()))
     reals = [torch.randn(4, 1, 4, 4)]
@@ -392,6 +405,7 @@ def test_fit_schedule_fills_the_time_left_and_keeps_the_past():
     assert train.schedule(9000, 2, end).done
 
 
+@pytest.mark.slow
 def test_minutes_fits_schedule_and_resume_keeps_it(tmp_path, capsys):
     out = tmp_path / "m"
     assert run_main(["--class", "AD", "--out", out, *TINY, "--minutes", "1", "--stop-kimg", "0.3"]) == 0
@@ -406,6 +420,7 @@ def test_minutes_fits_schedule_and_resume_keeps_it(tmp_path, capsys):
     assert "no time to train" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     out = tmp_path / "arch"
     assert run_main(["--class", "NC", "--out", out, *TINY, "--channels", "16:12", "--noise-max-res", "8",

@@ -1,0 +1,402 @@
+"""The training library of train.py: configuration, the schedule as a pure function of images
+seen, the WGAN-GP losses, data-parallel helpers, and the Trainer that runs one iteration.
+
+train.py (the command line and the run loop) and bench.py (which times this iteration) import it;
+every name here is also reachable as train.<name>.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+import core
+import dataset
+import modules
+from modules import Critic, Generator, ModelConfig
+
+# ----------------------------------------------------------------------------- config
+
+class RunError(core.UserError):
+    """A problem with the run's inputs or state; str() is one line for the user."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the architecture; saved as config.json and in checkpoints."""
+    class_name: str = "AD"                 # diagnosis class trained: AD or NC
+    data: str = "demo"                     # ADNI/NIfTI folder, or 'demo'
+    preset: str = "full"                   # architecture + schedule preset (modules.PRESETS)
+    resolution: int = 256                  # final resolution
+    out: str = "runs/AD"                   # run folder
+    seed: int = 0
+    data_seed: int | None = None           # seed of the demo set (None = seed); fixed for A/B runs over seeds
+    stable_kimg: float = 600.0             # thousands of images per stabilisation phase
+    fade_kimg: float = 600.0               # thousands of images per fade-in phase
+    final_kimg: float = 600.0              # stabilisation at the final resolution
+    batch: dict[int, int] = field(default_factory=dict)      # global batch size per resolution
+    lr: float = 0.001                      # Adam learning rate (both networks)
+    lr_by_res: dict[int, float] = field(default_factory=dict)  # overrides of lr per resolution
+    stable_kimg_by_res: dict[int, float] = field(default_factory=dict)  # overrides of stable_kimg per resolution
+    fade_kimg_by_res: dict[int, float] = field(default_factory=dict)    # overrides of fade_kimg per resolution
+    betas: tuple[float, float] = (0.0, 0.99)
+    gp_lambda: float = 10.0                # gradient-penalty weight
+    gp_every: int = 1                      # lazy regularisation: the penalty on every k-th critic step, x k
+    drift: float = 0.001                   # weight of E[D(real)^2]
+    n_critic: int = 1                      # critic steps per generator step
+    style_mixing: float = 0.9              # probability of mixing two z's in a training batch
+    mixing_active_only: bool = False       # draw the crossover among the layers of the current resolution
+    reset_adam: bool = False               # clear Adam's moments when a new resolution starts (ProGAN)
+    ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
+    ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
+    amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
+    channels_last: bool | None = None      # NHWC layout; None = on exactly when autocast is on
+    compile: bool = False
+    ckpt_every_kimg: float = 50.0          # rewrite checkpoint.pt this often (and at phase ends)
+    log_every: int = 10                    # iterations per stats.jsonl line
+    plot_every: int = 500                  # iterations between loss-plot redraws
+    stop_kimg: float | None = None         # stop early (with a checkpoint) once this many kimg are seen
+    skip_bad: bool = False                 # skip unreadable data files instead of stopping
+    demo_count: int | None = None          # demo-set size per class (None = dataset.py's default)
+    model: dict = field(default_factory=dict)  # overrides of the preset's ModelConfig (--channels, ...)
+    minutes: float | None = None           # the schedule was fitted to this wall time (--minutes)
+    probe_images_per_s: dict[int, float] = field(default_factory=dict)  # --minutes' measured speed per resolution
+
+    def __post_init__(self):
+        self.batch = {int(k): int(v) for k, v in self.batch.items()}
+        self.lr_by_res = {int(k): float(v) for k, v in self.lr_by_res.items()}
+        self.stable_kimg_by_res = {int(k): float(v) for k, v in self.stable_kimg_by_res.items()}
+        self.fade_kimg_by_res = {int(k): float(v) for k, v in self.fade_kimg_by_res.items()}
+        self.probe_images_per_s = {int(k): float(v) for k, v in self.probe_images_per_s.items()}
+        self.betas = tuple(self.betas)
+        if self.gp_every < 1:
+            raise ValueError(f"gp_every must be at least 1, got {self.gp_every}")
+
+
+TRAIN_PRESETS: dict[str, dict] = {
+    "full": dict(stable_kimg=600, fade_kimg=600, final_kimg=600, ema_kimg=10,
+                 batch={4: 128, 8: 128, 16: 64, 32: 32, 64: 32, 128: 16, 256: 16},
+                 lr_by_res={128: 0.0015, 256: 0.002}, ckpt_every_kimg=50, log_every=10),
+    "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=8, ema_kimg=1.0, lr=0.002,
+                  batch={4: 64, 8: 64, 16: 32, 32: 32, 64: 32},
+                  ckpt_every_kimg=5, log_every=1, plot_every=200),
+    "tiny": dict(stable_kimg=0.25, fade_kimg=0.25, final_kimg=0.25, ema_kimg=0.05, lr=0.002,
+                 batch={4: 16, 8: 16, 16: 16, 32: 16}, ckpt_every_kimg=0.5, log_every=1,
+                 plot_every=100),
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Where training stands after `images_seen` images."""
+    step: int            # resolution step: 4 * 2**step pixels
+    alpha: float         # fade-in of the newest resolution, 1 = fully in
+    batch: int           # global batch size
+    lr: float
+    name: str            # 'fade' or 'stable'
+    index: int           # phase number 0, 1, ... (0 = 4x4 stable)
+    done: bool = False   # training is over
+
+    @property
+    def resolution(self) -> int:
+        return 4 * 2 ** self.step
+
+
+def phases(max_step: int, cfg: TrainConfig) -> list[tuple[int, str, float]]:
+    """(step, 'fade'|'stable', kimg) for every phase: 4x4 stable, then fade + stable per resolution.
+
+    The final resolution's stable phase is final_kimg; the others are stable_kimg and fade_kimg,
+    or their per-resolution overrides."""
+    def stable(s):
+        return cfg.final_kimg if s == max_step else cfg.stable_kimg_by_res.get(4 * 2 ** s, cfg.stable_kimg)
+    out = [(0, "stable", stable(0))]
+    for s in range(1, max_step + 1):
+        out += [(s, "fade", cfg.fade_kimg_by_res.get(4 * 2 ** s, cfg.fade_kimg)), (s, "stable", stable(s))]
+    return out
+
+
+def total_kimg(max_step: int, cfg: TrainConfig) -> float:
+    return sum(k for _, _, k in phases(max_step, cfg))
+
+
+def schedule(images_seen: int, max_step: int, cfg: TrainConfig) -> Phase:
+    """The training state as a pure function of images seen (ProGAN's TrainingSchedule)."""
+    kimg, start = images_seen / 1000.0, 0.0
+    plan = phases(max_step, cfg)
+    for i, (step, name, length) in enumerate(plan):
+        if kimg < start + length or i == len(plan) - 1:
+            res = 4 * 2 ** step
+            alpha = min(1.0, (kimg - start) / length) if name == "fade" and length > 0 else 1.0
+            return Phase(step, alpha, cfg.batch[res], cfg.lr_by_res.get(res, cfg.lr), name, i,
+                         done=kimg >= start + length)
+        start += length
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- losses
+
+def critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Wasserstein critic loss: E[D(fake)] - E[D(real)]."""
+    return d_fake.float().mean() - d_real.float().mean()
+
+
+def generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """-E[D(G(z))]."""
+    return -d_fake.float().mean()
+
+
+def drift_penalty(d_real: torch.Tensor) -> torch.Tensor:
+    """E[D(real)^2], keeps the critic's output near zero (ProGAN)."""
+    return d_real.float().pow(2).mean()
+
+
+def gradient_penalty(critic_fn, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                     grad_scale: float = 1.0) -> torch.Tensor:
+    """E[(||grad_x D(x)|| - 1)^2] on x = real + eps * (fake - real) (Gulrajani et al. 2017).
+
+    critic_fn may run under autocast; the interpolates, the gradient and its norm stay fp32.
+    With an fp16 GradScaler, pass its scale as grad_scale: the output is scaled before
+    autograd.grad (so small gradients do not underflow) and the gradient unscaled after.
+    """
+    x = torch.lerp(real.detach().float(), fake.detach().float(), eps.view(-1, 1, 1, 1)).requires_grad_(True)
+    score = critic_fn(x).float().sum() * grad_scale
+    (grad,) = torch.autograd.grad(score, x, create_graph=True)
+    grad = grad.float() / grad_scale
+    return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
+
+
+# ----------------------------------------------------------------------------- distributed
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_arg: str | None) -> tuple[Dist, torch.device]:
+    """Pick the device once; join the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = core.choose_device(device_arg)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world), device
+
+
+def all_reduce_mean(tensors: list[torch.Tensor], ranks: Dist) -> None:
+    """Average tensors in place over all processes, as one flat buffer (one collective)."""
+    if ranks.world == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= ranks.world
+    for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(part.view_as(t))
+
+
+# ----------------------------------------------------------------------------- trainer
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively (else bf16 autocast is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """'auto' becomes 'bf16' where the device has native bf16, else 'off'."""
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "off"
+    if amp == "fp16" and device.type != "cuda":
+        raise RunError("--amp fp16 needs a CUDA device; use --amp bf16 or off on a CPU")
+    return amp
+
+
+class Trainer:
+    """Generator, critic, EMA generator and their optimizers; `iterate` is one iteration.
+
+    Gradients are averaged across processes by hand rather than by DistributedDataParallel,
+    because the gradient penalty needs a double backward, which DDP's reducer does not follow.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, ranks: Dist = Dist()):
+        self.model_cfg, self.cfg, self.device, self.ranks = model_cfg, cfg, device, ranks
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.G = Generator(model_cfg).to(device)
+        self.D = Critic(model_cfg).to(device)
+        self.G_ema = Generator(model_cfg).to(device).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+
+        # The mapping network's 0.01 learning rate lives in its layers' lr_mul (equalized LR),
+        # so one Adam per network is right: a param group at lr * 0.01 would apply it twice.
+        # fused Adam: one kernel per step instead of a few per parameter (CPU and CUDA)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
+        self.amp = resolve_amp(cfg.amp, device)
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
+        self.channels_last = self.amp != "off" if cfg.channels_last is None else cfg.channels_last
+        if self.channels_last:
+            for m in (self.G, self.D, self.G_ema):
+                m.to(memory_format=torch.channels_last)
+        self.g_fwd, self.d_fwd = self.G, self.D
+        self.penalty_path = True  # the critic's fast double-backward path for the penalty (bench.py compares)
+        self.last_gp = torch.zeros((), device=device)  # logged on critic steps without the (lazy) penalty
+        if cfg.compile:
+            self.g_fwd, self.d_fwd = torch.compile(self.G), torch.compile(self.D)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _latents(self, n: int, step: int) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+        z = torch.randn(n, self.model_cfg.z_dim, device=self.device)
+        if self.cfg.style_mixing > 0 and random.random() < self.cfg.style_mixing:
+            # the layers in use at this step are 0 .. 2 * step + 1
+            layers = 2 * (step + 1) if self.cfg.mixing_active_only else self.G.num_ws
+            return z, torch.randn_like(z), random.randint(1, layers - 1)
+        return z, None, None
+
+    def _generate(self, n: int, step: int, alpha: float, update_w_avg: bool = False) -> torch.Tensor:
+        z, z_mix, cross = self._latents(n, step)
+        with self.autocast():
+            img = self.g_fwd(z, step, alpha, z_mix=z_mix, crossover=cross, update_w_avg=update_w_avg,
+                             clamp=False)
+        if self.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
+        return img
+
+    def _optimizer_step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float) -> None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.ranks.world > 1:
+            self.scaler.unscale_(opt)
+            all_reduce_mean([p.grad for p in net.parameters() if p.grad is not None], self.ranks)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def train_step(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float,
+                   iteration: int = 0) -> dict[str, torch.Tensor]:
+        """One iteration: `n_critic` critic updates (one real batch each) and one generator
+        update; `iterate` adds the EMA update. Returns the losses as 0-dim tensors
+        (no device sync). With gp_every = k, the gradient penalty is computed on critic
+        steps whose number (iteration * n_critic + j) is a multiple of k, weighted by k;
+        the logged `gp` is then the last one computed."""
+        cfg = self.cfg
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        for j, real in enumerate(reals):
+            n = real.shape[0]
+            with torch.no_grad():
+                fake = self._generate(n, step, alpha)
+            with self.autocast():
+                if n % self.model_cfg.mbstd_group == 0:  # one critic call; stddev groups stay apart
+                    d_real, d_fake = self.d_fwd(torch.cat([real, fake]), step, alpha).split(n)
+                else:
+                    d_real, d_fake = self.d_fwd(real, step, alpha), self.d_fwd(fake, step, alpha)
+            loss_w = critic_loss(d_real, d_fake)
+            loss_d = loss_w + cfg.drift * drift_penalty(d_real)
+            if (iteration * len(reals) + j) % cfg.gp_every == 0:
+                eps = torch.rand(n, device=self.device)
+                self.last_gp = gradient_penalty(
+                    lambda x: self._critic_autocast(x, step, alpha), real, fake, eps,
+                    grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
+                loss_d = loss_d + cfg.gp_lambda * cfg.gp_every * self.last_gp
+            self._optimizer_step(self.opt_d, self.D, loss_d, lr)
+
+        self.D.requires_grad_(False)
+        self.G.requires_grad_(True)
+        fake = self._generate(reals[0].shape[0], step, alpha, update_w_avg=True)
+        with self.autocast():
+            loss_g = generator_loss(self.d_fwd(fake, step, alpha))
+        self._optimizer_step(self.opt_g, self.G, loss_g, lr)
+        all_reduce_mean([self.G.mapping.w_avg], self.ranks)  # each rank saw its own z's
+        self.G.requires_grad_(False)
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "gp": self.last_gp.detach(),
+                "wdist": -loss_w.detach(), "d_real": d_real.detach().float().mean()}
+
+    def iterate(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float, images_seen: int,
+                global_batch: int, iteration: int = 0) -> dict[str, torch.Tensor]:
+        """One training iteration as `run` performs it (and bench.py times it): `train_step`,
+        then the EMA update; `images_seen` counts this iteration's `global_batch` images and
+        `iteration` numbers it from 0. With reset_adam, the first iteration at a new
+        resolution starts both optimizers afresh (a pure function of images seen, so a
+        resumed run resets at the same iteration)."""
+        if self.cfg.reset_adam and images_seen > global_batch:
+            before = schedule(images_seen - global_batch - 1, self.model_cfg.max_step, self.cfg)
+            if before.step != step:
+                self.opt_g.state.clear()
+                self.opt_d.state.clear()
+        losses = self.train_step(reals, step, alpha, lr, iteration)
+        self.update_ema(images_seen, global_batch)
+        return losses
+
+    def _critic_autocast(self, x: torch.Tensor, step: int, alpha: float) -> torch.Tensor:
+        """The critic for the gradient penalty: always the eager module, because a
+        torch.compile'd graph cannot be differentiated twice."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            return self.D(x, step, alpha, input_grad_only=self.penalty_path)
+
+    @torch.no_grad()
+    def update_ema(self, images_seen: int, global_batch: int) -> None:
+        """G_ema <- lerp toward G with StyleGAN's half-life in images (ramped up early on)."""
+        half_life = self.cfg.ema_kimg * 1000.0
+        if self.cfg.ema_rampup > 0:
+            half_life = min(half_life, images_seen * self.cfg.ema_rampup)
+        beta = 0.5 ** (global_batch / max(half_life, 1e-8))
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
+        torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
+
+    def state(self) -> dict:
+        return {"generator": self.G.state_dict(), "critic": self.D.state_dict(),
+                "generator_ema": self.G_ema.state_dict(), "optim_g": self.opt_g.state_dict(),
+                "optim_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["critic"])
+        self.G_ema.load_state_dict(state["generator_ema"])
+        self.opt_g.load_state_dict(state["optim_g"])
+        self.opt_d.load_state_dict(state["optim_d"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, iteration, rank)."""
+    return (seed * 1_000_003 + iteration * 7_919 + rank * 104_729) % (2 ** 63)
+
+
+def real_batch(images: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, alpha: float,
+               channels_last: bool = False) -> torch.Tensor:
+    """The critic's real batch: uint8 images[idx] -> flipped, [-1, 1] floats on images' device.
+
+    While a resolution fades in, reals are blended with their down-and-up-sampled selves by
+    alpha, the same way the generator's output is (ProGAN), so the critic cannot tell fakes
+    by their missing detail alone.
+    """
+    x = dataset.prepare_batch(images[idx.to(images.device)], generator=generator)
+    if alpha < 1.0:
+        x = torch.lerp(modules.upsample2x(modules.downsample2x(x)), x, alpha)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
