@@ -593,6 +593,7 @@ class Checkpoint:
     iteration: int = 0
     elapsed_s: float = 0.0                  # wall time spent so far (--minutes)
     rng: dict = field(default_factory=dict)  # {"torch": CPU generator state, "cuda": [per device]}
+    parent: dict = field(default_factory=dict)  # --init-from: {"path", "sha256", "images_seen"} of the parent
 
     def to_dict(self) -> dict:
         """The plain dict on disk (shallow: the tensors are shared, not copied)."""
@@ -642,6 +643,13 @@ class Checkpoint:
                                   "re-train or pick another file") from None
         g.step, g.alpha, g.class_name = self.step, float(self.alpha), self.class_name
         return g.to(device).eval().requires_grad_(False)
+
+
+def shared_parent(a: Checkpoint, b: Checkpoint) -> str | None:
+    """The sha256 of the parent checkpoint two children were fine-tuned from, or None when they
+    were not fine-tuned from one parent (from scratch, or from different parents)."""
+    sha_a, sha_b = a.parent.get("sha256"), b.parent.get("sha256")
+    return sha_a if sha_a and sha_a == sha_b else None
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
