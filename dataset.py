@@ -284,6 +284,11 @@ def load_slices(data: str | None, class_name: str, split: str = "train", resolut
     ROOT/<CLASS>/ (split then ignored). The demo set is built at 256 and cached in `cache_dir`, else
     $BRAIN_STYLEGAN_CACHE, else ~/.cache/brain-stylegan.
     """
+    if class_name == "all":  # both classes pooled (a parent run); subjects keep their class prefix
+        parts = [load_slices(data, c, split, resolution, skip_bad=skip_bad, demo_count=demo_count, seed=seed,
+                             cache_dir=cache_dir, band=band) for c in CLASSES]
+        return SliceSet(torch.cat([p.images for p in parts]), [f"{p.class_name}/{s}" for p in parts for s in p.subjects],
+                        "all", split, " + ".join(p.source for p in parts), sum(p.skipped for p in parts))
     if class_name not in CLASSES:
         raise DataError(f"--class {class_name!r} is not a known class; pass --class AD or --class NC")
     if split not in SPLITS:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import random
 import shlex
@@ -241,14 +242,25 @@ FIT_RESERVE = 0.04     # --minutes: share of the time left kept for sample grids
 FIT_FINAL_S = 5.0      # --minutes: seconds kept for the final checkpoint, snapshot, samples and plots
 
 
+def final_phase_start(max_step: int, cfg: TrainConfig) -> int:
+    """Images seen when the final resolution's stable phase starts (where a child begins)."""
+    start_kimg = sum(length for _, _, length in phases(max_step, cfg)[:-1])
+    images = math.ceil(round(start_kimg * 1000, 6))
+    assert schedule(images, max_step, cfg).done or schedule(images, max_step, cfg).index == len(phases(max_step, cfg)) - 1
+    return images
+
+
 def probe_speed(model_cfg: ModelConfig, cfg: TrainConfig, slices: dataset.SliceSet, device: torch.device,
-                ranks: Dist = Dist()) -> dict[int, float]:
-    """Images per second of the real training iteration at each resolution (at fade-in midpoint,
-    the dearer of the two phases), on a throwaway trainer, so the run itself starts untouched."""
+                ranks: Dist = Dist(), from_step: int = 0) -> dict[int, float]:
+    """Images per second of the real training iteration at each resolution from `from_step` on (at
+    fade-in midpoint, the dearer of the two phases), on a throwaway trainer, so the run itself
+    starts untouched."""
     probe = Trainer(model_cfg, cfg, device, ranks)
     gen = torch.Generator().manual_seed(cfg.seed)
     speed = {}
     for s, res in enumerate(model_cfg.resolutions):
+        if s < from_step:
+            continue
         batch, alpha = cfg.batch[res] // ranks.world, 0.5 if s else 1.0
         images = slices.at_resolution(res).to(device)
         n, elapsed, warmup = 0, 0.0, 2
@@ -352,13 +364,16 @@ def _agreed(cfg: TrainConfig, ranks: Dist) -> TrainConfig:
 
 def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = None,
         device_arg: str | None = None, progress: bool = True, started: float | None = None,
-        stop: StopRequest | None = None) -> Trainer:
+        stop: StopRequest | None = None, parent: modules.Checkpoint | None = None) -> Trainer:
     """Train one class, or continue `resume_state` (a loaded checkpoint); returns the trainer.
     `started`: the perf_counter time from which --minutes counts (default: now).
     `stop`: installed signal handlers; a signal ends the run after the iteration in flight,
-    with a checkpoint (see StopRequest)."""
+    with a checkpoint (see StopRequest).
+    `parent`: a --class all checkpoint at its final resolution: the run is its child, starting from
+    its networks, EMA (w average included) and optimizers at the start of the final phase."""
     resume = modules.Checkpoint.from_dict(resume_state) if isinstance(resume_state, dict) else resume_state
     r = TrainingRun(model_cfg, cfg, resume, device_arg, time.perf_counter() if started is None else started)
+    r.parent_state = parent
     r.prepare(progress)
     if stop is not None:
         stop.armed = True  # from here a signal waits for the iteration in flight (see StopRequest)
@@ -386,6 +401,8 @@ class TrainingRun:
         self.pending: list[dict] = []
         self.signalled = False
         self.bar = None
+        self.parent_state: modules.Checkpoint | None = None  # set by run() for a child's first start
+        self.parent = dict(resume.parent) if resume is not None else {}  # what the checkpoint records
 
     def spent(self) -> float:
         """Wall seconds of this run so far, earlier invocations included (--minutes)."""
@@ -402,11 +419,15 @@ class TrainingRun:
                                           self.model_cfg.resolution, skip_bad=cfg.skip_bad,
                                           demo_count=cfg.demo_count,
                                           seed=cfg.seed if cfg.data_seed is None else cfg.data_seed)
+        if self.parent_state is not None and self.resume is None:
+            self.images_seen = final_phase_start(self.model_cfg.max_step, cfg)
         if cfg.minutes:
             self._fit_minutes()
         self.trainer = Trainer(self.model_cfg, self.cfg, self.device, self.ranks)
         if self.resume is not None:
             self._restore()
+        elif self.parent_state is not None:
+            self._start_from_parent()
         elif main and read_stats(self.stats_path):  # a run killed before its first checkpoint
             print(f"note: {self.stats_path} held {len(read_stats(self.stats_path))} lines of a run that "
                   "saved no checkpoint; starting it over", file=sys.stderr)
@@ -441,7 +462,8 @@ class TrainingRun:
         """Fit the schedule to the time left (a resumed run: what its checkpoint had not spent)."""
         cfg, max_step = self.cfg, self.model_cfg.max_step
         if not cfg.probe_images_per_s:
-            speed = probe_speed(self.model_cfg, cfg, self.slices, self.device, self.ranks)
+            ahead = schedule(self.images_seen, max_step, cfg).step  # a child probes its final resolution only
+            speed = probe_speed(self.model_cfg, cfg, self.slices, self.device, self.ranks, ahead)
             cfg = dataclasses.replace(cfg, probe_images_per_s={r: round(v, 2) for r, v in speed.items()})
         self.clock = Clock(cfg.minutes * 60 - self.spent(), cfg.probe_images_per_s)
         cfg = self.cfg = _agreed(self.clock.refit(cfg, max_step, self.images_seen), self.ranks)
@@ -468,6 +490,19 @@ class TrainingRun:
         self.iteration = state.iteration
         if self.ranks.main:
             truncate_stats(self.stats_path, self.iteration)
+
+    def _start_from_parent(self) -> None:
+        """A child's first start: the parent's networks, EMA and optimizers; its own counters."""
+        parent = self.parent_state
+        self.trainer.load_state(parent.to_dict())
+        self.parent = {"path": os.path.abspath(self.cfg.init_from), "sha256": core.file_sha256(self.cfg.init_from),
+                       "images_seen": parent.images_seen}
+        if self.ranks.main and read_stats(self.stats_path):
+            truncate_stats(self.stats_path, 0)
+        if self.ranks.main:
+            print(f"child of {self.cfg.init_from} ({parent.images_seen / 1000:.1f} kimg, sha256 "
+                  f"{self.parent['sha256'][:12]}): class {self.cfg.class_name} from "
+                  f"{self.images_seen / 1000:.1f} kimg, the start of the final phase")
 
     def _print_header(self) -> None:
         res = self.model_cfg.resolution
@@ -589,7 +624,7 @@ class TrainingRun:
         return modules.Checkpoint(class_name=self.cfg.class_name, model_config=self.model_cfg.to_dict(),
                                   train_config=dataclasses.asdict(self.cfg), images_seen=self.images_seen,
                                   iteration=self.iteration, step=phase.step, alpha=phase.alpha,
-                                  elapsed_s=self.spent(), rng=rng, **self.trainer.state())
+                                  elapsed_s=self.spent(), rng=rng, parent=self.parent, **self.trainer.state())
 
     # -- finish
     def finish(self, stop: StopRequest | None) -> None:
@@ -640,8 +675,12 @@ def _write_samples(trainer: Trainer, seeds: range, phase: Phase, cfg: TrainConfi
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--class", dest="class_name", required=True, choices=list(core.CLASSES),
-                   help="diagnosis class to train: AD (Alzheimer's disease) or NC (normal control)")
+    p.add_argument("--class", dest="class_name", required=True, choices=[*core.CLASSES, "all"],
+                   help="diagnosis class to train: AD (Alzheimer's disease) or NC (normal control); "
+                        "'all' trains a parent on both pooled, for --init-from")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start a class AD or NC child from a --class all parent at its final resolution "
+                        "(its networks, EMA and optimizers); the child trains the final phase on its class")
     p.add_argument("--data", default=None,
                    help="ADNI slice folder or NIfTI folder; omitted or 'demo' = built-in demo set")
     p.add_argument("--preset", choices=sorted(modules.PRESETS), default=None,
@@ -790,6 +829,42 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
     return model_cfg, cfg
 
 
+def load_parent(args: argparse.Namespace) -> modules.Checkpoint:
+    """The --init-from checkpoint, refused in one line unless it is a --class all parent that
+    reached its final resolution and the child is of class AD or NC."""
+    path = args.init_from
+    if args.class_name == "all":
+        raise RunError("--init-from starts a class AD or NC child; --class all trains the parent itself")
+    parent = modules.Checkpoint.load(path)
+    if parent.class_name != "all":
+        raise RunError(f"--init-from {path} is a class {parent.class_name} checkpoint; a child starts from a "
+                       "parent trained on both classes: python train.py --class all ...")
+    model = ModelConfig.from_dict(parent.model_config)
+    if parent.step != model.max_step or parent.alpha < 1.0 or not (parent.generator and parent.optim_g):
+        raise RunError(f"--init-from {path} has not reached its final resolution ({4 * 2 ** parent.step}px, "
+                       f"alpha {parent.alpha:.2f}); resume the parent until it has")
+    return parent
+
+
+def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[ModelConfig, TrainConfig]:
+    """A child's configuration: the parent's schedule up to its final phase (so the child starts
+    where that phase starts), its own class, run folder and final-phase budget (--final-kimg,
+    default the preset's, or --minutes); the parent's architecture, which flags may not change."""
+    base = dict(parent.train_config)
+    preset = base.get("preset", "full")
+    if args.preset and args.preset != preset:
+        raise RunError(f"--preset {args.preset}: {args.init_from} is a {preset} parent and a child keeps its "
+                       "parent's architecture; drop --preset")
+    base.update(class_name=args.class_name, init_from=args.init_from, minutes=args.minutes, probe_images_per_s={},
+                out=args.out or os.path.join("runs", args.class_name),
+                final_kimg=TRAIN_PRESETS.get(preset, {}).get("final_kimg", TrainConfig.final_kimg))
+    model_cfg, cfg = resolve_config(args, base, parent.model_config)
+    if model_cfg != ModelConfig.from_dict(parent.model_config):
+        raise RunError(f"--init-from {args.init_from} has another architecture than these flags "
+                       "(--preset/--resolution/--channels/...); a child keeps its parent's: drop them")
+    return model_cfg, cfg
+
+
 def main(argv: list[str] | None = None, started: float | None = None) -> int:
     """The command line; `started` is when --minutes' clock starts (default: now)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -805,22 +880,25 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         if resume and not os.path.exists(ckpt_path):
             raise RunError(f"--resume: {ckpt_path} does not exist; start the run without --resume "
                            "(or with --resume auto)")
-        if not resume:
-            resolve_config(args)  # bad flags fail before the run folder is created
+        if not resume:  # bad flags and a wrong parent fail before the run folder is created
+            parent = load_parent(args) if args.init_from else None
+            model_cfg, cfg = child_config(args, parent) if parent else resolve_config(args)
         if rank == 0:  # one lock per run, held by rank 0 under torchrun
             lock.acquire()
         if not resume and os.path.exists(ckpt_path):
             raise RunError(f"{ckpt_path} already exists; pass --resume to continue it, or choose another --out")
-        state = modules.Checkpoint.load(ckpt_path) if resume else None
+        if resume:  # (a requeued child resumes: --init-from is then ignored)
+            state, parent = modules.Checkpoint.load(ckpt_path), None
+            model_cfg, cfg = resolve_config(args, state.train_config, state.model_config)
+        else:
+            state = None
         if args.resume == "auto":
             print(f"--resume auto: {'continuing ' + ckpt_path if resume else 'no checkpoint in ' + out + ', starting'}")
         core.set_threads(args.threads)
-        model_cfg, cfg = resolve_config(args, state.train_config if state else None,
-                                        state.model_config if state else None)
-        if args.preset is None and state is None and not torch.cuda.is_available() and args.device in (None, "cpu"):
+        if args.preset is None and not (state or parent) and not torch.cuda.is_available() and args.device in (None, "cpu"):
             print("note: no GPU found; the full preset (256x256) is slow on a CPU; "
                   "--preset quick trains a 64x64 demo in minutes", file=sys.stderr)
-        run(model_cfg, cfg, resume_state=state, device_arg=args.device, started=started, stop=stop)
+        run(model_cfg, cfg, resume_state=state, device_arg=args.device, started=started, stop=stop, parent=parent)
         if stop.signum is not None:
             if rank == 0:
                 print(f"resume with: {again}", file=sys.stderr)

@@ -28,7 +28,8 @@ class RunError(core.UserError):
 @dataclass
 class TrainConfig:
     """Everything a run needs besides the architecture; saved as config.json and in checkpoints."""
-    class_name: str = "AD"                 # diagnosis class trained: AD or NC
+    class_name: str = "AD"                 # diagnosis class trained: AD or NC, or 'all' (both pooled: a parent)
+    init_from: str | None = None           # a child: the parent checkpoint (--class all) it started from
     data: str = "demo"                     # ADNI/NIfTI folder, or 'demo'
     preset: str = "full"                   # architecture + schedule preset (modules.PRESETS)
     resolution: int = 256                  # final resolution
