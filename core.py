@@ -45,11 +45,17 @@ def first_line(e: BaseException, limit: int | None = 120, default: str | None = 
 
 def run(fn, *args, errors: tuple = ()) -> int:
     """fn(*args) as a command; its exit code: 0 when it returns, 2 after a user error (or one of `errors`)
-    reported as one `error: ...` line on stderr, 130 after Ctrl-C."""
+    or a failed file operation, reported as one `error: ...` line on stderr, 130 after Ctrl-C."""
     try:
         fn(*args)
     except (UserError, *errors) as e:
         print(f"error: {first_line(e, limit=None)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a lost permission: name the file (atomic writes left it whole)
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or first_line(e)}; free space or fix permissions and run again",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -34,6 +34,17 @@ def test_run_gives_0_2_and_130_with_one_line_on_stderr(capsys):
     assert capsys.readouterr().err.strip() == "interrupted"
     with pytest.raises(Other):  # not a user error: the traceback is the report
         core.run(other)
+
+    def full(path):  # the write itself fails as on a full disk
+        with core.open_atomic(path, "w") as f:
+            f.write("half")
+            raise OSError(28, "No space left on device")
+    assert core.run(full, "/tmp/never-written.txt") == 2
+    assert capsys.readouterr().err == ("error: /tmp/never-written.txt: No space left on device; free space or fix "
+                                       "permissions and run again\n")
+    assert not os.path.exists("/tmp/never-written.txt")
+    with pytest.raises(OSError):  # an OSError that names no file is not one the user can act on
+        core.run(lambda: (_ for _ in ()).throw(OSError("no file")))
     with pytest.raises(SystemExit) as e:
         core.main(refuse)
     assert e.value.code == 2
