@@ -7,6 +7,10 @@
 tsne_visualization.png, the design's plot: --n latents z per class through each generator's
 own mapping network to W, embedded together. The two mapping networks are separate
 networks, so where their outputs fall relative to each other says nothing about AD vs NC.
+When both generators were fine-tuned from one parent (train.py --init-from), a thin line joins
+each seed's AD and NC w, and tsne_visualization.csv gets w_distance_to_partner, their distance
+in W: how far fine-tuning moved the two children's w of one z apart (not whether the classes
+were learned, which the image plot shows).
 
 tsne_images.png, the plot to read: generated AD and NC images (the seeds predict.py uses)
 and real AD and NC training slices (--data, default the demo set) in one feature space:
@@ -32,6 +36,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
@@ -120,17 +125,24 @@ def class_scores(feats: np.ndarray, cols: dict) -> tuple[np.ndarray, np.ndarray,
 
 
 def scatter(path: str, xy: np.ndarray, groups: list[tuple[str, np.ndarray, dict]], axis: str, title: str,
-            note: str) -> None:
-    """One scatter per (legend label, row mask, matplotlib style); axis like 't-SNE'."""
+            note: str, partners: np.ndarray | None = None) -> int:
+    """One scatter per (legend label, row mask, matplotlib style); axis like 't-SNE'. partners: (P, 2) row index
+    pairs joined by thin lines under the points. Returns the number of lines drawn."""
     fig, ax = plt.subplots(figsize=(7.5, 7))
+    lines = 0
+    if partners is not None and len(partners):
+        segments = LineCollection(xy[partners], colors="0.55", linewidths=0.6, alpha=0.7, zorder=0,
+                                  label=f"the same seed's AD and NC w ({len(partners)})")
+        lines = len(ax.add_collection(segments).get_segments())
     for label, mask, style in groups:
         ax.scatter(xy[mask, 0], xy[mask, 1], label=f"{label} ({mask.sum()})", **style)
     ax.set(title=title, xlabel=f"{axis} 1", ylabel=f"{axis} 2", xticks=[], yticks=[])
     ax.legend(loc="best", fontsize=9)
     fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    fig.tight_layout(rect=(0, 0.11 if lines else 0.09, 1, 1))
     core.save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
+    return lines
 
 
 def write_csv(path: str, header: list[str], rows) -> None:
@@ -141,8 +153,9 @@ def write_csv(path: str, header: list[str], rows) -> None:
     core.write_text_atomic(text.getvalue(), path)
 
 
-def w_embedding(args, gens: dict, seeds: list[int], prefix: str) -> None:
-    """The design's plot: W of both mapping networks, embedded together."""
+def w_embedding(args, gens: dict, seeds: list[int], prefix: str, paired: bool = False) -> None:
+    """The design's plot: W of both mapping networks, embedded together; `paired` (children of one parent): each
+    seed's two w joined by a line, and their distance in W in the CSV."""
     w = torch.cat([sampling.styles(g, seeds, 1.0) for g in gens.values()]).numpy()
     labels = np.repeat(CLASSES, len(seeds))
     xy, how = embed_2d(w, args.method, args.perplexity, args.seed)
@@ -150,14 +163,29 @@ def w_embedding(args, gens: dict, seeds: list[int], prefix: str) -> None:
     path = os.path.join(args.out, f"{prefix}_visualization")
     marks = {"AD": dict(s=46, facecolors="none", edgecolors=COLOURS["AD"], linewidths=1.2),  # rings around
              "NC": dict(s=14, c=COLOURS["NC"])}                                                # dots: both visible
-    scatter(f"{path}.png", xy, [(f"{cls} generator", labels == cls, marks[cls]) for cls in CLASSES],
-            axis, f"{axis} of W: the AD and NC mapping networks' outputs",
-            f"The same {len(seeds)} z (seeds {seeds[0]}-{seeds[-1]}) through each class's own mapping network "
-            f"to w ({w.shape[1]}-d); {len(w)} points; {how}. The two mapping networks are separate, so this "
-            f"cannot show whether the classes were learned: see {prefix}_images.png.")
-    write_csv(f"{path}.csv", ["x", "y", "label", "seed"],
-              ([f"{x:.4f}", f"{y:.4f}", lab, s] for (x, y), lab, s in zip(xy, labels, seeds * 2)))
+    n = len(seeds)
+    what = (f"The same {n} z (seeds {seeds[0]}-{seeds[-1]}) through each class's own mapping network to w "
+            f"({w.shape[1]}-d); {len(w)} points; {how}. ")
+    if paired:
+        distance = np.linalg.norm(w[:n] - w[n:], axis=1)
+        note = (what + "Both generators were fine-tuned from one parent, so a line joins each seed's AD and NC w: "
+                "its length shows how far fine-tuning moved that w from its partner (the true distances in W are in "
+                f"the CSV; {axis} distorts lengths). It cannot show whether the classes were learned: see "
+                f"{prefix}_images.png.")
+    else:
+        note = (what + "The two mapping networks are separate, so this cannot show whether the classes were "
+                f"learned: see {prefix}_images.png.")
+    lines = scatter(f"{path}.png", xy, [(f"{cls} generator", labels == cls, marks[cls]) for cls in CLASSES],
+                    axis, f"{axis} of W: the AD and NC mapping networks' outputs", note,
+                    np.stack([np.arange(n), np.arange(n, 2 * n)], axis=1) if paired else None)
+    rows = ([f"{x:.4f}", f"{y:.4f}", lab, s] for (x, y), lab, s in zip(xy, labels, seeds * 2))
+    if paired:
+        rows = (row + [f"{d:.6f}"] for row, d in zip(rows, np.tile(distance, 2)))
+    write_csv(f"{path}.csv", ["x", "y", "label", "seed"] + ["w_distance_to_partner"] * paired, rows)
     print(f"{path}.png, .csv: {len(w)} w vectors ({how})")
+    if paired:
+        print(f"children of one parent: {lines} lines join each seed's AD and NC w; distance in W median "
+              f"{np.median(distance):.3g}, range {distance.min():.3g}-{distance.max():.3g}")
 
 
 def image_embedding(args, table: tuple, seeds: list[int], prefix: str) -> None:
@@ -220,14 +248,14 @@ def embedding(args: argparse.Namespace) -> None:
         raise UserError("--n and --n-real must be at least 2 and --seed not negative")
     if args.method == "umap" and importlib.util.find_spec("umap") is None:
         raise UserError("--method umap needs umap-learn (pip install umap-learn); or use --method tsne")
-    gens = sampling.load_generators({"AD": args.ad, "NC": args.nc})
+    gens, parent = sampling.load_pair({"AD": args.ad, "NC": args.nc})
     if gens["AD"].w_dim != gens["NC"].w_dim:
         raise UserError(f"the AD and NC generators have different w sizes ({gens['AD'].w_dim} vs "
                         f"{gens['NC'].w_dim}), so their W vectors cannot be embedded together")
     core.writable_folder(args.out)
     seeds = list(range(args.seed, args.seed + args.n))
     table = image_table(args, gens, seeds)  # reads the real data before anything is written
-    w_embedding(args, gens, seeds, args.method)
+    w_embedding(args, gens, seeds, args.method, paired=parent is not None)
     image_embedding(args, table, seeds, args.method)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +125,7 @@ class Candidate:
     images_seen: int | None = None
     generator: modules.Generator | None = None
     images: torch.Tensor | None = None  # uint8 (N, 1, R, R), for --images
+    parent: dict = field(default_factory=dict)  # the checkpoint's record of its parent (train.py --init-from)
 
     @property
     def data_key(self) -> str:
@@ -163,7 +164,7 @@ def checkpoint_candidate(path: str, data: str | None, demo_count: int | None,
     data_seed = tc["seed"] if tc.get("data_seed") is None else tc["data_seed"]  # the demo set it trained on
     # Reals decoded at the resolution train.py loaded (the model's final one), area-downsampled like its reals.
     return Candidate(cls, res, state["model_config"]["resolution"], data, demo_count, data_seed, checkpoint=path,
-                     images_seen=int(state["images_seen"]), generator=g)
+                     images_seen=int(state["images_seen"]), generator=g, parent=dict(state.get("parent") or {}))
 
 
 def check_pair(a: Candidate, b: Candidate) -> None:
@@ -177,6 +178,12 @@ def check_pair(a: Candidate, b: Candidate) -> None:
         if x != y:
             raise UserError(f"{a.checkpoint} {what} {x}, {b.checkpoint} {y}; the class comparison needs them "
                             "alike: evaluate them one at a time (or pass --data/--demo-count)")
+
+
+def shared_parent(a: Candidate, b: Candidate) -> str | None:
+    """The sha256 of the parent both candidates' checkpoints were fine-tuned from, else None (also for --images):
+    modules.shared_parent, which reads only the `parent` records that candidates carry as checkpoints do."""
+    return modules.shared_parent(a, b)
 
 
 def _bad_images(path, problem: str) -> UserError:

@@ -27,7 +27,10 @@ The output folder (--out, default <checkpoint folder>/eval) gets metrics.json an
 With an AD and an NC checkpoint, each class goes to <out>/AD and <out>/NC (default out: outputs/eval), and
 <out>/class_difference.json compares the classes: AD - NC of each biomarker's mean, with a bootstrap 95%
 interval and Cohen's d, in the generated images and in the real training slices; the difference counts as
-reproduced when the generated one has the real one's sign and at least half its size.
+reproduced when the generated one has the real one's sign and at least half its size. When both checkpoints were
+fine-tuned from one parent (train.py --init-from), generated image k of each class are partners (same z, same
+noise) and class_difference.json gets "pairs": the share of seeds whose AD partner has more CSF, the mean paired
+biomarker differences beside the real ones, and the SSIM of partners against that of random AD/NC pairs.
 --images evaluates images made elsewhere as the samples of --class, against --data (default demo).
 """
 from __future__ import annotations
@@ -157,10 +160,10 @@ def output_folders(args: argparse.Namespace, candidates: list[Candidate]) -> tup
 
 
 def evaluate_one(c: Candidate, args: argparse.Namespace, out: str, split: Split, encoder: Encoder, enc_info: dict,
-                 inception, device: torch.device) -> tuple[dict, dict]:
+                 inception, device: torch.device) -> tuple[dict, dict, torch.Tensor]:
     """Every metric of one candidate; writes metrics.json and memorization_pairs.png to `out`.
 
-    Returns the report and the biomarker values of the generated images and of the real slices."""
+    Returns the report, the biomarker values of the evaluated images and of the real slices, and the images."""
     start = time.perf_counter()
     json_path, png_path = os.path.join(out, "metrics.json"), os.path.join(out, "memorization_pairs.png")
     if os.path.exists(json_path):
@@ -190,7 +193,7 @@ def evaluate_one(c: Candidate, args: argparse.Namespace, out: str, split: Split,
     write_json(r, json_path)
     print(f"\nwrote {json_path} and {png_path} (top row: the {len(closest)} evaluated images nearest to a training "
           f"slice; below: that slice) in {r['elapsed_seconds']} s")
-    return r, values
+    return r, values, fake
 
 
 def train_encoder_only(args: argparse.Namespace, device: torch.device) -> None:
@@ -225,19 +228,7 @@ def evaluate(args: argparse.Namespace) -> None:
         inception = inception_metric(args.inception_weights, device) if i else inception  # real features anew
         results[c.class_name] = evaluate_one(c, args, out, splits[c.class_name], encoder, enc_info, inception, device)
     if len(candidates) == 2:
-        compare_classes(results, base, args.seed, start)
-
-
-def compare_classes(results: dict[str, tuple[dict, dict]], base: str, seed: int, start: float) -> None:
-    """class_difference.json from both classes' (report, biomarker values), and its table and verdicts."""
-    reports = {cls: r for cls, (r, _) in results.items()}
-    diff = class_difference({cls: v for cls, (_, v) in results.items()},
-                            {cls: r["metrics"]["generated"]["class_fidelity"] for cls, r in reports.items()}, seed)
-    path = os.path.join(base, "class_difference.json")
-    write_json(diff, path)
-    print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s in all)")
-    print_class_difference(diff, {cls: r["n_generated"] for cls, r in reports.items()},
-                           {cls: r["n_real_train"] for cls, r in reports.items()})
+        report.compare_classes(results, base, args.seed, start, evaldata.shared_parent(*candidates))
 
 
 def main(argv: list[str] | None = None) -> None:

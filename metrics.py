@@ -7,6 +7,8 @@ but the feature network passed in.
 - Statistics of one number per image (a biomarker such as dataset.csf_fraction): mean and SD, 1-D Wasserstein-1
   distance, the difference of two groups' means with a bootstrap 95% interval, Cohen's d; the AD - NC
   comparison of generated and real biomarkers (class_difference).
+- Partners, the images of one seed from two children of one parent: paired biomarker differences, SSIM of
+  partners against random AD/NC pairs (paired_comparison).
 - metrics_of: every metric of one column of evaluate.py's table.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 from torch import nn
+from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 from torchmetrics.image.fid import FrechetInceptionDistance  # not re-exported without torch-fidelity
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -327,12 +330,23 @@ def bootstrap_difference_ci(a, b, seed: int, resamples: int = BOOTSTRAP_RESAMPLE
     `resamples` times (vectorised, in chunks); the same seed gives the same interval."""
     a, b = _values(a), _values(b)
     rng = np.random.default_rng(seed)
-    diffs = []
-    chunk = max(1, 2 ** 22 // max(a.size, b.size))  # about 32 MB of indices per group at a time
-    for start in range(0, resamples, chunk):
-        k = min(chunk, resamples - start)
-        diffs.append(a[rng.integers(0, a.size, (k, a.size))].mean(1) - b[rng.integers(0, b.size, (k, b.size))].mean(1))
-    lo, hi = np.percentile(np.concatenate(diffs), [50 * (1 - level), 50 * (1 + level)])
+    return _bootstrap_interval(lambda k: a[rng.integers(0, a.size, (k, a.size))].mean(1) -
+                               b[rng.integers(0, b.size, (k, b.size))].mean(1), max(a.size, b.size), resamples, level)
+
+
+def bootstrap_mean_ci(x, seed: int, resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(x) (e.g. of paired differences: each pair resampled as one)."""
+    v = _values(x)
+    rng = np.random.default_rng(seed)
+    return _bootstrap_interval(lambda k: v[rng.integers(0, v.size, (k, v.size))].mean(1), v.size, resamples, level)
+
+
+def _bootstrap_interval(draw, size: int, resamples: int, level: float) -> tuple[float, float]:
+    """The percentile interval of `resamples` bootstrap statistics; draw(k) gives k of them from resamples of
+    `size` values, called in chunks of about 32 MB of indices per group."""
+    chunk = max(1, 2 ** 22 // size)
+    values = np.concatenate([draw(min(chunk, resamples - start)) for start in range(0, resamples, chunk)])
+    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
 
 
@@ -362,6 +376,52 @@ def class_difference(values: dict[str, dict], fidelity: dict[str, float], seed: 
                 for column, key in (("generated", "generated"), ("real", "real_train"))}
         out[name] = {**diff, **reproduction(diff["generated"]["difference"], diff["real"]["difference"])}
     out["class_fidelity"] = {**fidelity, "mean": sum(fidelity[c] for c in CLASSES) / len(CLASSES)}
+    return out
+
+
+# ----------------------------------------------------------------------------- partners: children of one parent
+
+def ssim_per_pair(a: torch.Tensor, b: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
+    """(N,) SSIM of a[i] with b[i] (uint8 (N, 1, R, R), compared as [0, 1] images; torchmetrics' SSIM with the
+    Gaussian window of msssim_settings)."""
+    s = msssim_settings(a.shape[-1])
+    return torch.cat([structural_similarity_index_measure(x.float() / 255, y.float() / 255, data_range=1.0,
+                                                          kernel_size=s["kernel_size"], sigma=s["sigma"],
+                                                          reduction="none")
+                      for x, y in zip(a.split(batch), b.split(batch))])
+
+
+def derangement(n: int, seed: int) -> torch.Tensor:
+    """A random permutation of range(n) (n >= 2) that moves every index: one random cycle through all of them."""
+    cycle = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    out = torch.empty(n, dtype=torch.long)
+    out[cycle] = cycle.roll(-1)
+    return out
+
+
+def paired_comparison(ad: torch.Tensor, nc: torch.Tensor, values: dict[str, dict], real_difference: dict[str, float],
+                      seed: int) -> dict:
+    """How AD and NC partners (ad[i] and nc[i]: uint8 images of one seed from two children of one parent) differ.
+
+    values: biomarker -> {"AD": per-image values of `ad`, "NC": of `nc`} (needs "csf_fraction");
+    real_difference: biomarker -> the real AD - NC difference of means, reported beside the paired one.
+    Returns fraction_ad_more_csf (share of pairs whose AD partner has the higher csf_fraction), per biomarker
+    the mean paired difference AD - NC with its bootstrap 95% interval, and how alike partners are: mean SSIM of
+    the partners against that of random AD/NC pairs (ad[i] with nc[j], j a derangement of i), the mean gain with
+    its interval, and partners_more_alike (that interval above 0)."""
+    if len(ad) != len(nc) or len(ad) < 2:
+        raise ValueError(f"paired_comparison needs two equally long image sets of 2 or more, got {len(ad)}, {len(nc)}")
+    out = {"n_pairs": len(ad), "fraction_ad_more_csf":
+           float(np.mean(_values(values["csf_fraction"]["AD"]) > _values(values["csf_fraction"]["NC"])))}
+    for name, v in values.items():
+        d = _values(v["AD"]) - _values(v["NC"])
+        out[name] = {"mean_paired_difference": float(d.mean()), "ci95": list(bootstrap_mean_ci(d, seed)),
+                     "real_difference": real_difference[name]}
+    partners, strangers = ssim_per_pair(ad, nc), ssim_per_pair(ad, nc[derangement(len(nc), seed)])
+    gain = (partners - strangers).double()
+    ci = bootstrap_mean_ci(gain, seed)
+    out.update(ssim_pairs=partners.double().mean().item(), ssim_random=strangers.double().mean().item(),
+               ssim_gain={"difference": gain.mean().item(), "ci95": list(ci)}, partners_more_alike=ci[0] > 0)
     return out
 
 

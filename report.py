@@ -1,14 +1,17 @@
 """What evaluate.py prints and saves: metrics.json's layout, the metrics table beside its real-vs-real floor,
-and the AD - NC class comparison in numbers and in words."""
+and the AD - NC class comparison in numbers and in words (class_difference.json), with the partners of two
+children of one parent in it when the checkpoints are such children."""
 from __future__ import annotations
 
 import os
+import time
 
+import core
 import dataset
 from evaldata import Candidate, Split
 from metrics import (KID_SUBSET_SIZE, KID_SUBSETS, KNN_K, MEMO_PERCENTILE, MIN_RES, MSSSIM_PAIRS, PIXEL_RES,
-                     SWD_DIRS, SWD_PATCH, SWD_PATCHES, SWD_REPEATS, biomarker_comparison, msssim_settings,
-                     relative_difference)
+                     SWD_DIRS, SWD_PATCH, SWD_PATCHES, SWD_REPEATS, biomarker_comparison, class_difference,
+                     msssim_settings, paired_comparison, relative_difference)
 
 MEMO_PAIRS_SHOWN = 12  # evaluated images shown over their nearest training slices in memorization_pairs.png
 ENCODER_FIELDS = ("path", "sha256", "test_accuracy", "class_accuracy", "n_train", "n_test", "steps", "seed", "data",
@@ -128,3 +131,44 @@ def print_table(r: dict) -> None:
         print(f"{name + ', mean vs train':<37} {errors[0]:>10} {errors[1]:>10}  near 0")
         print(f"{name + ', W1 to train':<37} {b['wasserstein']:>10.4f} {b['wasserstein_floor']:>10.4f}  lower")
     print(f"{'Inception FID':<37} {inception[0]:>10} {inception[1]:>10}  {inception[2]}")
+
+
+# ----------------------------------------------------------------------------- the class comparison
+
+def compare_classes(results: dict[str, tuple], base: str, seed: int, start: float, parent: str | None) -> dict:
+    """class_difference.json from both classes' (report, biomarker values, generated images), and its table and
+    verdicts. parent: the sha256 of the checkpoint both generators were fine-tuned from (else None): then image k of
+    each class (seed + k, the same z and noise: sampling.generate) are partners, compared in a "pairs" section."""
+    reports = {cls: r for cls, (r, _, _) in results.items()}
+    values = {cls: v for cls, (_, v, _) in results.items()}
+    diff = class_difference(values, {cls: r["metrics"]["generated"]["class_fidelity"] for cls, r in reports.items()},
+                            seed)
+    if parent:
+        paired = {name: {cls: values[cls][name]["generated"] for cls in values} for name in dataset.BIOMARKERS}
+        diff["pairs"] = {"parent_sha256": parent, "partners": f"generated image k of each class: seed {seed} + k, "
+                                                              "the same z and the same random noise",
+                         **paired_comparison(results["AD"][2], results["NC"][2], paired,
+                                             {name: diff[name]["real"]["difference"] for name in paired}, seed)}
+    path = os.path.join(base, "class_difference.json")
+    core.write_json_atomic(diff, path)
+    print(f"\nwrote {path} ({time.perf_counter() - start:.1f} s in all)")
+    print_class_difference(diff, {cls: r["n_generated"] for cls, r in reports.items()},
+                           {cls: r["n_real_train"] for cls, r in reports.items()})
+    if parent:
+        print_pairs(diff["pairs"])
+    return diff
+
+
+def print_pairs(p: dict) -> None:
+    """The partners of two children of one parent, in numbers and in words."""
+    print(f"\nPartners: {p['n_pairs']} seeds, AD and NC children of parent {p['parent_sha256'][:12]} ({p['partners']})")
+    print(f"The AD partner has more CSF than its NC partner in {p['fraction_ad_more_csf']:.0%} of seeds.")
+    for name in dataset.BIOMARKERS:
+        d = p[name]
+        print(f"{name}: mean paired AD-NC {d['mean_paired_difference']:+.4f} [{d['ci95'][0]:+.4f}, "
+              f"{d['ci95'][1]:+.4f}] vs real AD-NC difference of means {d['real_difference']:+.4f}")
+    gain = p["ssim_gain"]
+    words = ("partners are clearly more alike than random pairs" if p["partners_more_alike"] else
+             "partners are not clearly more alike than random pairs: the children do not keep one anatomy per seed")
+    print(f"SSIM of partners {p['ssim_pairs']:.3f} vs random AD/NC pairs {p['ssim_random']:.3f} (gain "
+          f"{gain['difference']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}]): {words}.")

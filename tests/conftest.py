@@ -6,7 +6,8 @@ environment), never the user's home; run torch on one thread (the test networks 
 only adds synchronisation, badly so on a busy machine).
 
 Builders: `blobs` (smooth random uint8 images), `make_checkpoint` and the `ckpts` fixture (tiny AD and NC
-checkpoints), `one_line_error` (a script's main refusing its input).
+checkpoints), the `siblings` fixture (tiny AD and NC children of one parent), `one_line_error` (a script's main
+refusing its input).
 Tests that take more than a few seconds are marked `slow`: `pytest -m "not slow"` leaves them out.
 """
 import atexit
@@ -50,8 +51,17 @@ def blobs(n: int, res: int, seed: int) -> torch.Tensor:
     return ((x - x.min()) / (x.max() - x.min()) * 255).round().to(torch.uint8)
 
 
-def make_checkpoint(path, class_name: str, seed: int) -> str:
-    """A tiny (16x16) checkpoint as train.py would write it: noise that matters and a tracked average w."""
+PARENT = {"path": "runs/all/checkpoint.pt", "sha256": "abc", "images_seen": 0}  # a child's record of its parent
+SIBLING_CONFIG = {"data": "demo", "demo_count": 48, "seed": 0}  # what evaluate.py reads of train.py's config
+
+
+def make_checkpoint(path, class_name: str, seed: int, parent: dict | None = None, nudge: float = 0.0,
+                    train_config: dict | None = None) -> str:
+    """A tiny (16x16) checkpoint as train.py would write it: noise that matters and a tracked average w.
+
+    parent: the record of the checkpoint it was fine-tuned from (--init-from); nudge: the SD of Gaussian noise
+    added to the generator's weights after they are made from `seed`, a stand-in for fine-tuning (drawn from
+    `seed` and the class, so two classes built from one seed share their weights up to the nudge)."""
     torch.manual_seed(seed)
     cfg = modules.preset("tiny")
     g, d = modules.Generator(cfg), modules.Critic(cfg)
@@ -60,8 +70,12 @@ def make_checkpoint(path, class_name: str, seed: int) -> str:
             if isinstance(m, modules.NoiseInjection):
                 m.weight.fill_(0.3)
         g.mapping.w_avg.copy_(g.mapping(torch.randn(256, cfg.z_dim)).mean(0))
+        nudges = torch.Generator().manual_seed(1000 * seed + sum(map(ord, class_name)))
+        for p in g.parameters():
+            p.add_(nudge * torch.randn(p.shape, generator=nudges))
     modules.Checkpoint(class_name=class_name, model_config=cfg.to_dict(), step=cfg.max_step, alpha=1.0,
-                       generator_ema=g.state_dict(), generator=g.state_dict(), critic=d.state_dict()).save(str(path))
+                       generator_ema=g.state_dict(), generator=g.state_dict(), critic=d.state_dict(),
+                       parent=dict(parent or {}), train_config=dict(train_config or {})).save(str(path))
     return str(path)
 
 
@@ -70,3 +84,13 @@ def ckpts(tmp_path_factory) -> dict[str, str]:
     """class -> path of a tiny checkpoint of that class (different weights per class), made once per session."""
     root = tmp_path_factory.mktemp("runs")
     return {cls: make_checkpoint(root / cls / "checkpoint.pt", cls, seed=i) for i, cls in enumerate(("AD", "NC"))}
+
+
+@pytest.fixture(scope="session")
+def siblings(tmp_path_factory) -> dict[str, str]:
+    """class -> path of a tiny child of one parent (PARENT): the same weights, the AD child's nudged a little
+    (fine-tuning's stand-in), trained on the demo set as far as evaluate.py can tell (SIBLING_CONFIG)."""
+    root = tmp_path_factory.mktemp("siblings")
+    return {cls: make_checkpoint(root / cls / "checkpoint.pt", cls, seed=0, parent=PARENT,
+                                 nudge=0.02 if cls == "AD" else 0.0, train_config=SIBLING_CONFIG)
+            for cls in ("AD", "NC")}

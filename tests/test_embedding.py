@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import embedding
+import modules
 from conftest import ROOT, one_line_error
 
 N, N_REAL, DEMO_COUNT = 6, 8, 20  # per class; the demo set has 10 slices per subject
@@ -29,7 +30,7 @@ def test_writes_both_plots_with_their_numbers(ckpts, tmp_path, capsys):
         with Image.open(tmp_path / f"{name}.png") as im:
             assert im.width > 400 and im.height > 400
     w = rows(tmp_path / "tsne_visualization.csv")
-    assert len(w) == 2 * N
+    assert len(w) == 2 * N and list(w[0]) == ["x", "y", "label", "seed"]  # not children of one parent: no lines
     assert [r["label"] for r in w] == ["AD"] * N + ["NC"] * N
     assert [int(r["seed"]) for r in w] == list(range(N)) * 2
     images = rows(tmp_path / "tsne_images.csv")
@@ -53,6 +54,20 @@ def test_writes_both_plots_with_their_numbers(ckpts, tmp_path, capsys):
     assert summary["n_real"] == {"AD": N_REAL, "NC": N_REAL}
     out = capsys.readouterr().out
     assert "Nearest real slice of its own class: generated AD" in out
+
+
+def test_children_of_one_parent_are_joined_seed_by_seed(siblings, tmp_path, capsys):
+    embedding.main(["--ad", siblings["AD"], "--nc", siblings["NC"], "--out", str(tmp_path),
+                    "--n", str(N), "--n-real", str(N_REAL), "--demo-count", str(DEMO_COUNT)])
+    w = rows(tmp_path / "tsne_visualization.csv")
+    assert list(w[0]) == ["x", "y", "label", "seed", "w_distance_to_partner"]
+    gens = {c: modules.load_generator(siblings[c]) for c in ("AD", "NC")}
+    want = (modules.styles(gens["AD"], range(N)) - modules.styles(gens["NC"], range(N))).norm(dim=1).tolist()
+    for cls, part in (("AD", w[:N]), ("NC", w[N:])):  # both partners of a seed carry their distance in W
+        assert [r["label"] for r in part] == [cls] * N and [int(r["seed"]) for r in part] == list(range(N))
+        assert [float(r["w_distance_to_partner"]) for r in part] == pytest.approx(want, abs=2e-6)
+    assert min(want) > 0  # the AD child is nudged away from the parent's weights
+    assert f"children of one parent: {N} lines join each seed's AD and NC w" in capsys.readouterr().out
 
 
 def error_of(capsys, argv) -> str:

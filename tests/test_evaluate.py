@@ -16,7 +16,9 @@ import encoder
 import evaldata
 import evaluate
 import metrics
-from conftest import ROOT, blobs, one_line_error
+import modules
+import sampling
+from conftest import PARENT, ROOT, blobs, one_line_error
 
 
 def test_evaluate_still_exports_the_names_that_moved():
@@ -242,6 +244,33 @@ def test_two_checkpoints_compare_the_classes(tiny_run, nc_twin, shared_encoder, 
         assert f"{name}: generated AD-NC +0.000" in printed
     assert printed.rstrip().splitlines()[-1] == \
         "The generators do not reproduce the real AD-NC difference in any biomarker."
+
+
+@pytest.mark.slow
+def test_children_of_one_parent_are_compared_as_partners(siblings, shared_encoder, tmp_path, capsys):
+    out = tmp_path / "eval"
+    evaluate.main(["--ckpt", siblings["AD"], siblings["NC"], "--n", "32", "--seed", "3", "--out", str(out),
+                   "--encoder", shared_encoder, "--encoder-steps", "30"])
+    printed = capsys.readouterr().out
+    diff = json.loads((out / "class_difference.json").read_text())
+    assert set(diff) == {"csf_fraction", "ventricle_fraction", "class_fidelity", "pairs"}
+    p = diff["pairs"]
+    assert set(p) == {"parent_sha256", "partners", "n_pairs", "fraction_ad_more_csf", "csf_fraction",
+                      "ventricle_fraction", "ssim_pairs", "ssim_random", "ssim_gain", "partners_more_alike"}
+    assert p["parent_sha256"] == PARENT["sha256"] and p["n_pairs"] == 32 and "seed 3 + k" in p["partners"]
+    # the partners again, made here: image k of each child from seed 3 + k, the same z and the same noise
+    images = {c: sampling.generate(modules.load_generator(siblings[c]), 32, 3) for c in core.CLASSES}
+    for name, f in dataset.BIOMARKERS.items():
+        ad, nc = (f(images[c]).double().numpy() for c in core.CLASSES)
+        assert p[name]["mean_paired_difference"] == pytest.approx((ad - nc).mean(), abs=1e-12)
+        assert p[name]["ci95"][0] <= p[name]["mean_paired_difference"] <= p[name]["ci95"][1]
+        assert p[name]["real_difference"] == diff[name]["real"]["difference"]
+        if name == "csf_fraction":
+            assert p["fraction_ad_more_csf"] == pytest.approx(np.mean(ad > nc))
+    assert p["ssim_pairs"] == pytest.approx(metrics.ssim_per_pair(images["AD"], images["NC"]).double().mean().item())
+    assert p["ssim_pairs"] > 0.9 > p["ssim_random"] and p["partners_more_alike"] is True  # nearly twins
+    assert f"The AD partner has more CSF than its NC partner in {p['fraction_ad_more_csf']:.0%} of seeds." in printed
+    assert printed.rstrip().splitlines()[-1].endswith("partners are clearly more alike than random pairs.")
 
 
 def demo_slices_as_pngs(folder, n: int = 20, res: int = 16):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import dataset
 import encoder
 import metrics
 from conftest import blobs
@@ -156,3 +157,57 @@ def test_class_difference_against_a_hand_computation():
     # generated: both groups have SD^2 0.0008, so the pooled SD is sqrt(0.0008) and d = 0.1 / 0.02828
     assert csf["generated"]["cohens_d"] == pytest.approx(0.1 / math.sqrt(0.0008))
     assert out["class_fidelity"] == {"AD": 0.9, "NC": 0.6, "mean": pytest.approx(0.75)}
+
+
+# ----------------------------------------------------------------------------- partners (children of one parent)
+
+def drawn_slices(dark_side: int) -> tuple[torch.Tensor, list[int]]:
+    """Six 32x32 'slices': a bright disk (brain, 200), each of its own size and place, holding a dark square
+    (CSF, 20) of dark_side x dark_side pixels near its centre; and each disk's area in pixels."""
+    images, areas = torch.zeros(6, 1, 32, 32, dtype=torch.uint8), []
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    for i, (cy, cx, r) in enumerate([(15, 15, 12), (16, 17, 10), (17, 14, 11), (14, 16, 13), (16, 15, 9),
+                                     (15, 17, 12)]):
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        images[i, 0][disk] = 200
+        y0, x0 = cy - 3 + i % 3, cx - 4 + i % 2  # well inside the disk, away from its outline
+        images[i, 0, y0:y0 + dark_side, x0:x0 + dark_side] = 20
+        areas.append(int(disk.sum()))
+    return images, areas
+
+
+def test_paired_comparison_on_drawn_slices_with_enlarged_csf():
+    nc, areas = drawn_slices(3)
+    ad, _ = drawn_slices(5)  # the same slices, the dark square grown from 3x3 to 5x5
+    csf = {"AD": dataset.csf_fraction(ad).double().numpy(), "NC": dataset.csf_fraction(nc).double().numpy()}
+    np.testing.assert_allclose(csf["NC"], [9 / a for a in areas], rtol=1e-6)  # the square over the whole disk
+    np.testing.assert_allclose(csf["AD"], [25 / a for a in areas], rtol=1e-6)
+    ventricles = {"AD": np.full(6, 0.5), "NC": np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])}
+    out = metrics.paired_comparison(ad, nc, {"csf_fraction": csf, "ventricle_fraction": ventricles},
+                                    {"csf_fraction": 0.02, "ventricle_fraction": 0.03}, seed=0)
+    assert out["n_pairs"] == 6 and out["fraction_ad_more_csf"] == 1.0
+    want = np.mean([16 / a for a in areas])  # (25 - 9) / area, averaged over the pairs
+    c = out["csf_fraction"]
+    assert c["mean_paired_difference"] == pytest.approx(want) and c["real_difference"] == 0.02
+    assert min(16 / a for a in areas) <= c["ci95"][0] <= want <= c["ci95"][1] <= max(16 / a for a in areas)
+    v = out["ventricle_fraction"]  # paired differences 0.4, 0.3, ..., -0.1: mean 0.15
+    assert v["mean_paired_difference"] == pytest.approx(0.15) and v["real_difference"] == 0.03
+    assert -0.1 <= v["ci95"][0] < 0.15 < v["ci95"][1] <= 0.4
+    assert out["ssim_random"] < 0.6 < 0.8 < out["ssim_pairs"] < 1  # partners differ by a ring of 16 pixels
+    assert out["ssim_gain"]["difference"] == pytest.approx(out["ssim_pairs"] - out["ssim_random"])
+    assert out["ssim_gain"]["ci95"][0] > 0 and out["partners_more_alike"] is True
+    same = metrics.paired_comparison(nc, nc, {"csf_fraction": {"AD": csf["NC"], "NC": csf["NC"]}},
+                                     {"csf_fraction": 0.02}, seed=0)
+    assert same["ssim_pairs"] == pytest.approx(1) and same["fraction_ad_more_csf"] == 0  # not more: equal
+    assert same["csf_fraction"]["mean_paired_difference"] == 0 == same["csf_fraction"]["ci95"][0]
+
+
+def test_ssim_per_pair_and_derangement():
+    a = blobs(5, 16, seed=0)
+    assert metrics.ssim_per_pair(a, a).tolist() == pytest.approx([1.0] * 5)
+    assert (metrics.ssim_per_pair(a, 255 - a) < 0.5).all()
+    for n in (2, 3, 50):
+        p = metrics.derangement(n, seed=n)
+        assert sorted(p.tolist()) == list(range(n)) and (p != torch.arange(n)).all()
+    assert metrics.derangement(50, 1).tolist() == metrics.derangement(50, 1).tolist()
+    assert metrics.bootstrap_mean_ci([0.3] * 7, seed=0) == (pytest.approx(0.3), pytest.approx(0.3))

@@ -10,7 +10,7 @@ from PIL import Image
 
 import modules
 import predict
-from conftest import ROOT, one_line_error
+from conftest import ROOT, make_checkpoint, one_line_error
 
 RES, BORDER = 16, 1  # the tiny preset's resolution; save_image_grid's border
 CELL = RES + BORDER
@@ -135,3 +135,70 @@ def test_command_line_exit_codes(ckpts, tmp_path):
     bad = subprocess.run(cmd + ["--ad", ckpts["NC"]], cwd=ROOT, capture_output=True, text=True, env=env)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: --ad ") and bad.stderr.count("\n") == 1, bad.stderr
+
+
+# ----------------------------------------------------------------------------- --pairs: children of one parent
+
+def rgb(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB")).astype(int)
+
+
+def panel(figure: np.ndarray, row: int, col: int, side: int = predict.PANEL_PX) -> np.ndarray:
+    """(RES, RES, 3): the colour at the centre of each image pixel of one panel of a --pairs figure."""
+    inner = side - 2 * predict.GAP_PX
+    centres = (np.arange(RES) + 0.5) * inner / RES
+    ys = (predict.HEAD_PX + row * side + predict.GAP_PX + centres).astype(int)
+    xs = (predict.LEFT_PX + col * side + predict.GAP_PX + centres).astype(int)
+    return figure[ys[:, None], xs[None, :]]
+
+
+def diff_colours(diff: np.ndarray, scale: float) -> np.ndarray:
+    import matplotlib
+
+    return np.round(255 * matplotlib.colormaps[predict.DIFF_CMAP]((diff + scale) / (2 * scale))[..., :3])
+
+
+def test_pairs_rows_are_seeds_nc_ad_and_their_difference(siblings, tmp_path, capsys):
+    predict.main(["--ad", siblings["AD"], "--nc", siblings["NC"], "--out", str(tmp_path), "--pairs",
+                  "--seed", "5", "--grid", "3", "--atrophy-seeds", "20"])
+    printed = capsys.readouterr().out
+    fig, atrophy = rgb(tmp_path / "pairs.png"), rgb(tmp_path / "atrophy_map.png")
+    assert fig.shape == (486, 574, 3) and predict.figure_size(3, 3) == (574, 486)  # 3 seeds, 3 panels and a bar
+    assert atrophy.shape == (292, 636, 3) and predict.figure_size(2, 1, predict.MAP_PX) == (636, 292)
+    assert (tmp_path / "AD_images.png").is_file() and (tmp_path / "NC_images.png").is_file()  # grids as always
+    gens = {c: modules.load_generator(siblings[c]) for c in ("AD", "NC")}
+    want = {c: modules.to_uint8(modules.sample(g, [5, 6, 7], noise_mode="const"))[:, 0].numpy().astype(int)
+            for c, g in gens.items()}  # same z, same (constant) noise, one image at a time
+    diff = (want["AD"] - want["NC"]) / 255
+    scale = np.abs(diff).max()
+    assert 0 < scale < 1 and f"difference scale +-{scale:.3f}" in printed and "seeds 5..7" in printed
+    for r in range(3):  # row r: seed 5 + r; NC, AD in grey, then AD - NC on the one shared scale
+        for col, cls in enumerate(("NC", "AD")):
+            assert np.abs(panel(fig, r, col) - want[cls][r][..., None]).max() <= 1, (r, cls)
+        assert np.abs(panel(fig, r, 2) - diff_colours(diff[r], scale)).max() <= 2, r
+    many = {c: modules.to_uint8(modules.sample(g, range(5, 25), noise_mode="const", batch=100))[:, 0].numpy()
+            for c, g in gens.items()}
+    mean = (many["AD"].astype(int) - many["NC"]).mean(0) / 255
+    assert np.abs(panel(atrophy, 0, 1, predict.MAP_PX) - diff_colours(mean, np.abs(mean).max())).max() <= 2
+    assert np.abs(panel(atrophy, 0, 0, predict.MAP_PX)[..., 0] - many["NC"].mean(0)).max() <= 1.5  # mean NC
+
+
+def test_pairs_grid_zero_writes_only_the_atrophy_map(siblings, tmp_path):
+    predict.main(["--ad", siblings["AD"], "--nc", siblings["NC"], "--out", str(tmp_path), "--pairs",
+                  "--grid", "0", "--atrophy-seeds", "4"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atrophy_map.png"]
+
+
+def test_pairs_refuses_generators_without_one_parent(ckpts, siblings, tmp_path, capsys):
+    err = error_of(capsys, ["--ad", ckpts["AD"], "--nc", siblings["NC"], "--out", str(tmp_path), "--pairs"])
+    for needle in (ckpts["AD"], "trained from scratch", siblings["NC"], "fine-tuned from runs/all/checkpoint.pt",
+                   "python train.py --class all", "--init-from runs/all/checkpoint.pt"):
+        assert needle in err, needle
+    err = error_of(capsys, ["--ad", siblings["AD"], "--nc", siblings["NC"], "--out", str(tmp_path),
+                            "--atrophy-seeds", "9"])
+    assert "--atrophy-seeds applies to --pairs" in err
+    parent = make_checkpoint(tmp_path / "all.pt", "all", seed=0)  # the pooled parent itself, passed as a class
+    err = error_of(capsys, ["--ad", parent, "--out", str(tmp_path / "out")])
+    assert f"--ad {parent} is a checkpoint of class all (a parent)" in err and f"--init-from {parent}" in err
+    assert not (tmp_path / "out").exists() or not list(tmp_path.iterdir())  # nothing written by a refused run
