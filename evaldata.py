@@ -147,9 +147,9 @@ class Candidate:
 def checkpoint_candidate(path: str, data: str | None, demo_count: int | None,
                          device: str | torch.device = "cpu") -> Candidate:
     """The generator of a checkpoint, with the real data it is compared with (its own, unless --data `data`)."""
-    state = modules.load_checkpoint(path)
-    g = modules.load_generator(path, device)
-    cls, res, tc = g.class_name, g.resolution, state["train_config"]
+    state = modules.Checkpoint.load(path)  # read once
+    g = state.ema_generator(device, path)
+    cls, res, tc = g.class_name, g.resolution, {"data": "demo", "seed": 0, **state.train_config}
     if res < MIN_RES:
         raise UserError(f"{path} generates {res}x{res} images; evaluation needs {MIN_RES}x{MIN_RES} or more "
                         "(resume its training)")
@@ -163,8 +163,8 @@ def checkpoint_candidate(path: str, data: str | None, demo_count: int | None,
               f"per class, here --demo-count {demo_count}: the memorization audit does not see its training set")
     data_seed = tc["seed"] if tc.get("data_seed") is None else tc["data_seed"]  # the demo set it trained on
     # Reals decoded at the resolution train.py loaded (the model's final one), area-downsampled like its reals.
-    return Candidate(cls, res, state["model_config"]["resolution"], data, demo_count, data_seed, checkpoint=path,
-                     images_seen=int(state["images_seen"]), generator=g, parent=dict(state.get("parent") or {}))
+    return Candidate(cls, res, state.model_config["resolution"], data, demo_count, data_seed, checkpoint=path,
+                     images_seen=state.images_seen, generator=g, parent=dict(state.parent))
 
 
 def check_pair(a: Candidate, b: Candidate) -> None:

@@ -127,8 +127,8 @@ def check_args(args: argparse.Namespace) -> None:
                         "weights-inception-2015-12-05-6726825d.pth, or leave the flag out")
     if args.n is not None and args.n < 16:
         raise UserError(f"--n {args.n} is too few; pass --n 16 or more (2000 for figures worth reporting)")
-    if args.encoder_steps < 1:
-        raise UserError("--encoder-steps must be at least 1")
+    if args.encoder_steps < 10:  # OneCycleLR's warm-up of 20% needs a few whole steps
+        raise UserError(f"--encoder-steps {args.encoder_steps} is too few; pass 10 or more (default 500)")
     if (ckpts or args.images is not None) and args.resolution is not None:
         raise UserError("--resolution applies to --train-encoder alone; the checkpoint or the images fix it")
     if args.demo_count is not None and args.demo_count < 1:

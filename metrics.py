@@ -35,6 +35,7 @@ SWD_PATCH = 7               # neighbourhood side (ProGAN)
 SWD_PATCHES = 128           # neighbourhoods per image and level
 SWD_REPEATS, SWD_DIRS = 4, 128   # 4 x 128 = 512 random directions
 KNN_K = 3                   # Kynkaanniemi et al. 2019
+LARGE_EFFECT = 0.8          # Cohen's convention for a large effect: 'clearly' more alike partners
 MSSSIM_PAIRS = 1000         # random pairs for the diversity score
 MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # fine -> coarse (Wang et al. 2003)
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
@@ -408,7 +409,8 @@ def paired_comparison(ad: torch.Tensor, nc: torch.Tensor, values: dict[str, dict
     Returns fraction_ad_more_csf (share of pairs whose AD partner has the higher csf_fraction), per biomarker
     the mean paired difference AD - NC with its bootstrap 95% interval, and how alike partners are: mean SSIM of
     the partners against that of random AD/NC pairs (ad[i] with nc[j], j a derangement of i), the mean gain with
-    its interval, and partners_more_alike (that interval above 0)."""
+    its interval and paired effect size, and partners_more_alike: "clearly" more alike, that is, the interval
+    above 0 and a large effect (d_z >= LARGE_EFFECT; with 2000 seeds a trivial gain alone would pass)."""
     if len(ad) != len(nc) or len(ad) < 2:
         raise ValueError(f"paired_comparison needs two equally long image sets of 2 or more, got {len(ad)}, {len(nc)}")
     out = {"n_pairs": len(ad), "fraction_ad_more_csf":
@@ -420,8 +422,10 @@ def paired_comparison(ad: torch.Tensor, nc: torch.Tensor, values: dict[str, dict
     partners, strangers = ssim_per_pair(ad, nc), ssim_per_pair(ad, nc[derangement(len(nc), seed)])
     gain = (partners - strangers).double()
     ci = bootstrap_mean_ci(gain, seed)
+    dz = gain.mean().item() / max(gain.std().item(), 1e-12)  # paired effect size (Cohen's d_z)
     out.update(ssim_pairs=partners.double().mean().item(), ssim_random=strangers.double().mean().item(),
-               ssim_gain={"difference": gain.mean().item(), "ci95": list(ci)}, partners_more_alike=ci[0] > 0)
+               ssim_gain={"difference": gain.mean().item(), "ci95": list(ci), "cohens_dz": dz},
+               partners_more_alike=bool(ci[0] > 0 and dz >= LARGE_EFFECT))
     return out
 
 

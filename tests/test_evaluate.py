@@ -167,6 +167,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     refusal([], capsys, "--ckpt")
     refusal(["--ckpt", str(tmp_path / "junk.pt")], capsys, "junk.pt")
     refusal(["--ckpt", str(tmp_path / "junk.pt"), "--device", "tpu:x"], capsys, "--device tpu:x")
+    refusal(["--train-encoder", "--encoder-steps", "5"], capsys, "--encoder-steps 5", "10 or more")  # crashed before
 
 
 def test_inception_fid_says_why_it_is_skipped(tmp_path):

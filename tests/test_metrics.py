@@ -196,6 +196,12 @@ def test_paired_comparison_on_drawn_slices_with_enlarged_csf():
     assert out["ssim_random"] < 0.6 < 0.8 < out["ssim_pairs"] < 1  # partners differ by a ring of 16 pixels
     assert out["ssim_gain"]["difference"] == pytest.approx(out["ssim_pairs"] - out["ssim_random"])
     assert out["ssim_gain"]["ci95"][0] > 0 and out["partners_more_alike"] is True
+    gain = (metrics.ssim_per_pair(ad, nc) - metrics.ssim_per_pair(ad, nc[metrics.derangement(6, 0)])).double()
+    assert out["ssim_gain"]["cohens_dz"] == pytest.approx((gain.mean() / gain.std()).item())
+    # a gain that is real (interval above 0) but small against its spread is not "clearly" more alike
+    noisy = metrics.paired_comparison(ad, torch.cat([nc[:3], 255 - nc[3:]]), {"csf_fraction": csf},
+                                      {"csf_fraction": 0.02}, seed=0)
+    assert noisy["ssim_gain"]["cohens_dz"] < metrics.LARGE_EFFECT and noisy["partners_more_alike"] is False
     same = metrics.paired_comparison(nc, nc, {"csf_fraction": {"AD": csf["NC"], "NC": csf["NC"]}},
                                      {"csf_fraction": 0.02}, seed=0)
     assert same["ssim_pairs"] == pytest.approx(1) and same["fraction_ad_more_csf"] == 0  # not more: equal
