@@ -94,3 +94,13 @@ def siblings(tmp_path_factory) -> dict[str, str]:
     return {cls: make_checkpoint(root / cls / "checkpoint.pt", cls, seed=0, parent=PARENT,
                                  nudge=0.02 if cls == "AD" else 0.0, train_config=SIBLING_CONFIG)
             for cls in ("AD", "NC")}
+
+
+TINY_TRAIN = ["--preset", "tiny", "--demo-count", "48", "--device", "cpu"]  # train.py's flags for a run in seconds
+
+
+def train_main(args) -> int:
+    """train.py's main on any argument values (paths, numbers), in this process; its exit code."""
+    import train
+    return train.main(list(map(str, args)))
+

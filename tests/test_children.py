@@ -8,20 +8,16 @@ import torch
 import core
 import modules
 import train
+from conftest import TINY_TRAIN, train_main
 
-TINY = ["--preset", "tiny", "--demo-count", "48", "--device", "cpu"]
 
 pytestmark = pytest.mark.slow  # every test here trains
-
-
-def run_main(args) -> int:
-    return train.main(list(map(str, args)))
 
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     out = tmp_path_factory.mktemp("parent") / "all"
-    assert run_main(["--class", "all", "--out", out, *TINY]) == 0
+    assert train_main(["--class", "all", "--out", out, *TINY_TRAIN]) == 0
     return out / "checkpoint.pt"
 
 
@@ -40,7 +36,7 @@ def test_parent_trains_on_both_classes_pooled(parent):
 
 def test_init_from_loads_exactly_the_parents_state(parent, tmp_path):
     out = tmp_path / "AD"
-    assert run_main(["--class", "AD", "--init-from", parent, "--out", out, "--device", "cpu", "--stop-kimg", 0]) == 0
+    assert train_main(["--class", "AD", "--init-from", parent, "--out", out, "--device", "cpu", "--stop-kimg", 0]) == 0
     p, c = modules.Checkpoint.load(str(parent)), modules.Checkpoint.load(str(out / "checkpoint.pt"))
     for name in ("generator", "generator_ema", "critic"):
         for k, v in getattr(p, name).items():
@@ -62,7 +58,7 @@ def test_children_train_their_class_and_share_the_parent(parent, tmp_path):
     shas = []
     for cls in ("AD", "NC"):
         out = tmp_path / cls
-        assert run_main(["--class", cls, "--init-from", parent, "--out", out, "--device", "cpu",
+        assert train_main(["--class", cls, "--init-from", parent, "--out", out, "--device", "cpu",
                          "--final-kimg", 0.1]) == 0
         c = modules.Checkpoint.load(str(out / "checkpoint.pt"))
         rows = [json.loads(line) for line in open(out / "stats.jsonl")]
@@ -74,20 +70,20 @@ def test_children_train_their_class_and_share_the_parent(parent, tmp_path):
     g_ad, g_nc = shas[0].ema_generator(), shas[1].ema_generator()
     assert not torch.equal(modules.sample(g_ad, [0]), modules.sample(g_nc, [0]))  # they did move apart
     # a requeued child resumes (--init-from is then ignored) and keeps its parent record
-    assert run_main(["--class", "AD", "--init-from", parent, "--out", tmp_path / "AD", "--device", "cpu",
+    assert train_main(["--class", "AD", "--init-from", parent, "--out", tmp_path / "AD", "--device", "cpu",
                      "--resume", "auto", "--final-kimg", 0.15]) == 0
     assert modules.Checkpoint.load(str(tmp_path / "AD" / "checkpoint.pt")).parent == shas[0].parent
 
 
 def test_wrong_parents_are_refused_in_one_line(parent, tmp_path, capsys):
     def refused(argv) -> str:
-        assert run_main(argv) == 2
+        assert train_main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
         return err
     assert "--class all trains the parent" in refused(["--class", "all", "--init-from", parent, "--out", tmp_path / "x"])
     child = tmp_path / "NC"
-    assert run_main(["--class", "NC", "--out", child, *TINY, "--stop-kimg", 0.05]) == 0
+    assert train_main(["--class", "NC", "--out", child, *TINY_TRAIN, "--stop-kimg", 0.05]) == 0
     capsys.readouterr()
     assert "is a class NC checkpoint" in refused(["--class", "AD", "--init-from", child / "checkpoint.pt",
                                                   "--out", tmp_path / "y"])
@@ -96,7 +92,7 @@ def test_wrong_parents_are_refused_in_one_line(parent, tmp_path, capsys):
     assert "drop --preset" in refused(["--class", "AD", "--init-from", parent, "--out", tmp_path / "w",
                                        "--preset", "quick"])
     early = tmp_path / "early"
-    assert run_main(["--class", "all", "--out", early, *TINY, "--stop-kimg", 0.2]) == 0
+    assert train_main(["--class", "all", "--out", early, *TINY_TRAIN, "--stop-kimg", 0.2]) == 0
     capsys.readouterr()
     assert "has not reached its final resolution" in refused(["--class", "AD", "--init-from",
                                                               early / "checkpoint.pt", "--out", tmp_path / "v"])

@@ -15,13 +15,8 @@ import torch
 
 import modules
 import train
-from conftest import ROOT
+from conftest import ROOT, TINY_TRAIN, train_main
 
-TINY = ["--preset", "tiny", "--demo-count", "48", "--device", "cpu"]
-
-
-def run_main(args) -> int:
-    return train.main(list(map(str, args)))
 
 
 def iterations(folder) -> list[int]:
@@ -34,7 +29,7 @@ def weights(path) -> dict:
 
 
 def start(out, *extra) -> subprocess.Popen:
-    cmd = [sys.executable, "train.py", "--class", "NC", "--out", str(out), *TINY, *map(str, extra)]
+    cmd = [sys.executable, "train.py", "--class", "NC", "--out", str(out), *TINY_TRAIN, *map(str, extra)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -51,7 +46,7 @@ def wait_for_rows(proc, out, rows: int = 1, timeout: float = 120) -> None:
 def straight(tmp_path_factory):
     """The uninterrupted run that every interrupted-and-resumed run must equal bit for bit."""
     out = tmp_path_factory.mktemp("straight") / "NC"
-    assert run_main(["--class", "NC", "--out", out, *TINY, "--log-every", 7]) == 0
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--log-every", 7]) == 0
     return out
 
 
@@ -112,12 +107,12 @@ def test_a_signal_before_training_saves_nothing(tmp_path):
 @pytest.mark.slow
 def test_second_process_on_a_locked_folder_stops_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "NC"
-    assert run_main(["--class", "NC", "--out", out, *TINY, "--stop-kimg", 0.1]) == 0
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--stop-kimg", 0.1]) == 0
     before = {f: open(out / f, "rb").read() for f in os.listdir(out) if (out / f).is_file()}
     lock = train.RunLock(str(out)).acquire()  # this test process plays the running train.py
     try:
         for extra in (["--resume", "auto"], ["--seed", "5"]):
-            r = subprocess.run([sys.executable, "train.py", "--class", "NC", "--out", str(out), *TINY, *extra],
+            r = subprocess.run([sys.executable, "train.py", "--class", "NC", "--out", str(out), *TINY_TRAIN, *extra],
                                cwd=ROOT, capture_output=True, text=True)
             assert r.returncode == 2, r.stderr
             assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
@@ -150,24 +145,24 @@ def test_two_runs_started_together_leave_one_honest_record(tmp_path):
 @pytest.mark.slow
 def test_resume_auto_starts_an_empty_folder_and_continues_an_existing_one(tmp_path, capsys):
     out = tmp_path / "NC"
-    assert run_main(["--class", "NC", "--out", out, *TINY, "--resume", "auto", "--stop-kimg", 0.1]) == 0
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--resume", "auto", "--stop-kimg", 0.1]) == 0
     assert "starting" in capsys.readouterr().out
     first = torch.load(out / "checkpoint.pt", weights_only=True)["images_seen"]
-    assert run_main(["--class", "NC", "--out", out, *TINY, "--resume", "auto", "--stop-kimg", 0.2]) == 0
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--resume", "auto", "--stop-kimg", 0.2]) == 0
     assert "continuing" in capsys.readouterr().out
     second = torch.load(out / "checkpoint.pt", weights_only=True)["images_seen"]
     assert 100 <= first < 200 <= second
     its = iterations(out)
     assert its == sorted(set(its))
     # plain --resume keeps its meaning: refused where there is nothing to resume
-    assert run_main(["--class", "NC", "--out", tmp_path / "none", *TINY, "--resume"]) == 2
+    assert train_main(["--class", "NC", "--out", tmp_path / "none", *TINY_TRAIN, "--resume"]) == 2
     assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "NC"
-    assert run_main(["--class", "NC", "--out", out, *TINY, "--stop-kimg", 0.1, "--log-every", 1]) == 0
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--stop-kimg", 0.1, "--log-every", 1]) == 0
     good = open(out / "checkpoint.pt", "rb").read()
     real_fsync = os.fsync
 
@@ -177,7 +172,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path,
         return real_fsync(fd)
     monkeypatch.setattr(os, "fsync", disk_full_for_checkpoints)
     capsys.readouterr()
-    assert run_main(["--class", "NC", "--out", out, *TINY, "--resume", "--ckpt-every", 0.05]) == 2
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--resume", "--ckpt-every", 0.05]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: could not write ")
     assert str(out / "checkpoint.pt") in err and "No space left on device" in err and "--resume" in err
@@ -186,7 +181,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path,
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
 
     monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the run continues from the old checkpoint
-    assert run_main(["--class", "NC", "--out", out, *TINY, "--resume", "--stop-kimg", 0.2]) == 0
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--resume", "--stop-kimg", 0.2]) == 0
     its = iterations(out)
     assert its == list(range(1, len(its) + 1))
 

@@ -14,9 +14,8 @@ import torch
 import modules
 import train
 import training
-from conftest import ROOT
+from conftest import ROOT, TINY_TRAIN, train_main
 
-TINY = ["--preset", "tiny", "--demo-count", "48", "--device", "cpu"]
 
 
 def tiny_cfg(**kw) -> train.TrainConfig:
@@ -117,14 +116,10 @@ def test_mapping_runs_at_one_hundredth_of_the_learning_rate():
 
 # ----------------------------------------------------------------------------- runs
 
-def run_main(args) -> int:
-    return train.main(list(map(str, args)))
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "AD"
-    assert run_main(["--class", "AD", "--out", out, *TINY]) == 0
+    assert train_main(["--class", "AD", "--out", out, *TINY_TRAIN]) == 0
     return out
 
 
@@ -166,7 +161,7 @@ def test_tiny_run_checkpoint_loads_as_generator(tiny_run):
 @pytest.mark.slow
 def test_existing_run_is_not_overwritten(tiny_run, capsys):
     before = (tiny_run / "checkpoint.pt").read_bytes()
-    assert run_main(["--class", "AD", "--out", tiny_run, *TINY]) == 2
+    assert train_main(["--class", "AD", "--out", tiny_run, *TINY_TRAIN]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "--resume" in err and len(err.strip().splitlines()) == 1
     assert (tiny_run / "checkpoint.pt").read_bytes() == before
@@ -174,11 +169,11 @@ def test_existing_run_is_not_overwritten(tiny_run, capsys):
 
 @pytest.mark.slow
 def test_resume_refuses_other_class_and_architecture(tiny_run, capsys):
-    assert run_main(["--class", "NC", "--out", tiny_run, "--resume", "--device", "cpu"]) == 2
+    assert train_main(["--class", "NC", "--out", tiny_run, "--resume", "--device", "cpu"]) == 2
     assert "class AD checkpoint" in capsys.readouterr().err
-    assert run_main(["--class", "AD", "--out", tiny_run, "--resume", "--resolution", "32"]) == 2
+    assert train_main(["--class", "AD", "--out", tiny_run, "--resume", "--resolution", "32"]) == 2
     assert "architecture" in capsys.readouterr().err
-    assert run_main(["--class", "AD", "--out", tiny_run / "nothing", "--resume"]) == 2
+    assert train_main(["--class", "AD", "--out", tiny_run / "nothing", "--resume"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -186,10 +181,10 @@ def test_bad_flags_exit_non_zero(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--class", "MCI"])
     assert e.value.code == 2
-    assert run_main(["--class", "AD", "--out", tmp_path / "r", "--data", tmp_path / "missing", *TINY]) == 2
+    assert train_main(["--class", "AD", "--out", tmp_path / "r", "--data", tmp_path / "missing", *TINY_TRAIN]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "missing") in err
-    assert run_main(["--class", "AD", "--out", tmp_path / "r2", "--resolution", "24", *TINY]) == 2
+    assert train_main(["--class", "AD", "--out", tmp_path / "r2", "--resolution", "24", *TINY_TRAIN]) == 2
 
 
 def _weights(path):
@@ -201,10 +196,10 @@ def _weights(path):
 def test_resume_is_exact(tmp_path):
     # 0.4 kimg crosses from 4x4 into the 8x8 fade; split at 0.2 kimg (inside 4x4)
     straight, split = tmp_path / "straight", tmp_path / "split"
-    common = ["--class", "NC", *TINY, "--log-every", "1"]
-    assert run_main([*common, "--out", straight, "--stop-kimg", "0.4"]) == 0
-    assert run_main([*common, "--out", split, "--stop-kimg", "0.2"]) == 0
-    assert run_main(["--class", "NC", "--out", split, "--resume", "--stop-kimg", "0.4", "--device", "cpu"]) == 0
+    common = ["--class", "NC", *TINY_TRAIN, "--log-every", "1"]
+    assert train_main([*common, "--out", straight, "--stop-kimg", "0.4"]) == 0
+    assert train_main([*common, "--out", split, "--stop-kimg", "0.2"]) == 0
+    assert train_main(["--class", "NC", "--out", split, "--resume", "--stop-kimg", "0.4", "--device", "cpu"]) == 0
     a, wa = _weights(straight / "checkpoint.pt")
     b, wb = _weights(split / "checkpoint.pt")
     assert (a["images_seen"], a["iteration"], a["step"], a["alpha"]) == \
@@ -234,7 +229,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, 
         return out
     monkeypatch.setattr(train.Trainer, "train_step", poisoned)
     out = tmp_path / "nan"
-    assert run_main(["--class", "AD", "--out", out, *TINY, "--ckpt-every", "0.05", "--log-every", log_every]) == 2
+    assert train_main(["--class", "AD", "--out", out, *TINY_TRAIN, "--ckpt-every", "0.05", "--log-every", log_every]) == 2
     err = capsys.readouterr().err
     assert "non-finite loss_g at iteration 25" in err and "checkpoint" in err
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -247,7 +242,7 @@ def test_sigkill_then_resume(tmp_path):
     """Kill the process at a random moment after its first checkpoint: the checkpoint is whole
     and --resume finishes the run."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "train.py", "--class", "AD", "--out", str(out), *TINY, "--ckpt-every", "0.05"]
+    cmd = [sys.executable, "train.py", "--class", "AD", "--out", str(out), *TINY_TRAIN, "--ckpt-every", "0.05"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
@@ -324,7 +319,7 @@ def test_trains_on_an_adni_layout_folder(tmp_path, capsys):
     root = tmp_path / "ADNI"
     dataset.export_demo(str(root), count=20, seed=1, force=False)
     out = tmp_path / "run"
-    assert run_main(["--class", "NC", "--data", root, "--out", out, "--preset", "tiny", "--stop-kimg", "0.05",
+    assert train_main(["--class", "NC", "--data", root, "--out", out, "--preset", "tiny", "--stop-kimg", "0.05",
                      "--device", "cpu"]) == 0
     first = capsys.readouterr().out.splitlines()[:2]
     assert str(root) in first[0] and "20" in first[0]
@@ -408,22 +403,22 @@ def test_fit_schedule_fills_the_time_left_and_keeps_the_past():
 @pytest.mark.slow
 def test_minutes_fits_schedule_and_resume_keeps_it(tmp_path, capsys):
     out = tmp_path / "m"
-    assert run_main(["--class", "AD", "--out", out, *TINY, "--minutes", "1", "--stop-kimg", "0.3"]) == 0
+    assert train_main(["--class", "AD", "--out", out, *TINY_TRAIN, "--minutes", "1", "--stop-kimg", "0.3"]) == 0
     saved = json.load(open(out / "config.json"))["train"]
     assert saved["minutes"] == 1 and set(saved["probe_images_per_s"]) == {"4", "8", "16"}
     assert set(saved["fade_kimg_by_res"]) == {"8", "16"} and saved["stable_kimg_by_res"]["4"] > 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["train_config"]["probe_images_per_s"] and state["elapsed_s"] > 0
-    assert run_main(["--class", "AD", "--out", out, "--resume", "--minutes", "5", "--device", "cpu"]) == 2
+    assert train_main(["--class", "AD", "--out", out, "--resume", "--minutes", "5", "--device", "cpu"]) == 2
     assert "--minutes" in capsys.readouterr().err
-    assert run_main(["--class", "AD", "--out", tmp_path / "short", *TINY, "--minutes", "0.01"]) == 2
+    assert train_main(["--class", "AD", "--out", tmp_path / "short", *TINY_TRAIN, "--minutes", "0.01"]) == 2
     assert "no time to train" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     out = tmp_path / "arch"
-    assert run_main(["--class", "NC", "--out", out, *TINY, "--channels", "16:12", "--noise-max-res", "8",
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--channels", "16:12", "--noise-max-res", "8",
                      "--skip-output", "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2",
                      "--stop-kimg", "0.064"]) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -431,6 +426,6 @@ def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     assert mc["channels"][16] == 12 and mc["noise_max_res"] == 8 and mc["skip_output"] is True
     assert state["train_config"]["stable_kimg_by_res"] == {4: 0.032, 8: 0.016}
     assert state["step"] == 1  # 0.064 kimg = 4x4 (0.032) and part of the 8x8 fade
-    assert run_main(["--class", "NC", "--out", out, "--resume", "--stop-kimg", "0.096", "--device", "cpu"]) == 0
+    assert train_main(["--class", "NC", "--out", out, "--resume", "--stop-kimg", "0.096", "--device", "cpu"]) == 0
     g = modules.load_generator(str(out / "checkpoint.pt"))
     assert g.cfg.channels[16] == 12 and g.cfg.skip_output
