@@ -16,7 +16,7 @@ from PIL import Image
 import dataset
 import modules
 import sampling
-from core import UserError
+from core import CLASSES, UserError
 from dataset import DataError
 from metrics import MIN_RES
 
@@ -148,6 +148,9 @@ def checkpoint_candidate(path: str, data: str | None, demo_count: int | None,
                          device: str | torch.device = "cpu") -> Candidate:
     """The generator of a checkpoint, with the real data it is compared with (its own, unless --data `data`)."""
     state = modules.Checkpoint.load(path)  # read once
+    if state.class_name not in CLASSES:
+        raise UserError(f"--ckpt {path} is a --class {state.class_name} parent, not a class generator; evaluate its "
+                        f"children (python train.py --class AD --init-from {path}, and NC)")
     g = state.ema_generator(device, path)
     cls, res, tc = g.class_name, g.resolution, {"data": "demo", "seed": 0, **state.train_config}
     if res < MIN_RES:

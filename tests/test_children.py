@@ -98,3 +98,10 @@ def test_wrong_parents_are_refused_in_one_line(parent, tmp_path, capsys):
                                                               early / "checkpoint.pt", "--out", tmp_path / "v"])
     assert "does not exist" in refused(["--class", "AD", "--init-from", tmp_path / "none.pt", "--out", tmp_path / "u"])
     assert not any((tmp_path / d).exists() for d in "xyzwvu")  # a refusal writes nothing
+
+
+def test_a_parent_is_not_evaluated_as_a_class_generator(parent, capsys):
+    import evaluate
+    from conftest import one_line_error
+    err = one_line_error(evaluate.main, ["--ckpt", str(parent), "--n", "16"], capsys)
+    assert "--class all parent" in err and "--init-from" in err
