@@ -86,7 +86,7 @@ def image_table(args, gens: dict, seeds: list[int]) -> tuple[dict, torch.Tensor,
     cols = {"group": [], "label": [], "id": [], "subject": []}
     pixels, sources = [], []
     for cls, g in gens.items():
-        img = modules.to_uint8(sampling.synthesize(g, sampling.styles(g, seeds, 1.0), seeds, "const"))
+        img = modules.to_uint8(modules.sample(g, seeds, noise_mode="const"))
         pixels.append(metrics.pixels(img, max_res=res))  # area-downsampled, as SliceSet.at_resolution
         cols["group"] += ["generated"] * len(seeds)
         cols["label"] += [cls] * len(seeds)
@@ -260,7 +260,7 @@ def embedding(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    core.main(embedding, parse_args(argv), errors=(modules.CheckpointError,))
+    core.main(embedding, parse_args(argv))
 
 
 if __name__ == "__main__":

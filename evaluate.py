@@ -232,7 +232,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    core.main(evaluate, parse_args(argv), errors=(modules.CheckpointError,))
+    core.main(evaluate, parse_args(argv))
 
 
 if __name__ == "__main__":

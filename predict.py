@@ -37,8 +37,8 @@ from sampling import (DEFAULT_CHECKPOINT, checkpoint_paths, load_generators, sty
 
 
 def run_or_exit(fn, args: argparse.Namespace, errors: tuple = ()) -> None:
-    """core.main for fn(args), also reporting checkpoint errors (and `errors`) as one line and exit code 2."""
-    core.main(fn, args, errors=(modules.CheckpointError, *errors))
+    """core.main for fn(args) (checkpoint errors are user errors), also reporting `errors` in one line, exit 2."""
+    core.main(fn, args, errors=errors)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -237,7 +237,7 @@ def predict(args: argparse.Namespace) -> None:
     out = writable_folder(args.out)
     for cls, g in gens.items():
         res = f"{g.resolution}x{g.resolution}"
-        images = synthesize(g, styles(g, seeds, args.psi), seeds, args.noise) if count else None
+        images = modules.sample(g, seeds, psi=args.psi, noise_mode=args.noise) if count else None
         if args.grid:
             path = os.path.join(out, f"{cls}_images.png")
             modules.save_image_grid(images[:args.grid ** 2], path, nrow=args.grid)

@@ -244,9 +244,9 @@ FIT_FINAL_S = 5.0      # --minutes: seconds kept for the final checkpoint, snaps
 
 def final_phase_start(max_step: int, cfg: TrainConfig) -> int:
     """Images seen when the final resolution's stable phase starts (where a child begins)."""
-    start_kimg = sum(length for _, _, length in phases(max_step, cfg)[:-1])
-    images = math.ceil(round(start_kimg * 1000, 6))
-    assert schedule(images, max_step, cfg).done or schedule(images, max_step, cfg).index == len(phases(max_step, cfg)) - 1
+    plan = phases(max_step, cfg)
+    images = math.ceil(round(sum(length for _, _, length in plan[:-1]) * 1000, 6))
+    assert schedule(images, max_step, cfg).index == len(plan) - 1
     return images
 
 
@@ -362,7 +362,7 @@ def _agreed(cfg: TrainConfig, ranks: Dist) -> TrainConfig:
     return box[0]
 
 
-def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = None,
+def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | modules.Checkpoint | None = None,
         device_arg: str | None = None, progress: bool = True, started: float | None = None,
         stop: StopRequest | None = None, parent: modules.Checkpoint | None = None) -> Trainer:
     """Train one class, or continue `resume_state` (a loaded checkpoint); returns the trainer.
@@ -372,8 +372,7 @@ def run(model_cfg: ModelConfig, cfg: TrainConfig, resume_state: dict | None = No
     `parent`: a --class all checkpoint at its final resolution: the run is its child, starting from
     its networks, EMA (w average included) and optimizers at the start of the final phase."""
     resume = modules.Checkpoint.from_dict(resume_state) if isinstance(resume_state, dict) else resume_state
-    r = TrainingRun(model_cfg, cfg, resume, device_arg, time.perf_counter() if started is None else started)
-    r.parent_state = parent
+    r = TrainingRun(model_cfg, cfg, resume, device_arg, time.perf_counter() if started is None else started, parent)
     r.prepare(progress)
     if stop is not None:
         stop.armed = True  # from here a signal waits for the iteration in flight (see StopRequest)
@@ -389,19 +388,22 @@ class TrainingRun:
     Holds what the steps share: counters, the clock, the losses not yet logged."""
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, resume: modules.Checkpoint | None,
-                 device_arg: str | None, started: float):
+                 device_arg: str | None, started: float, parent: modules.Checkpoint | None = None):
         self.model_cfg, self.cfg, self.resume, self.started = model_cfg, cfg, resume, started
+        self.parent_state = parent if resume is None else None  # a child's first start (a resumed child has run)
         self.ranks, self.device = setup_distributed(device_arg)
         self.ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
         self.stats_path = os.path.join(cfg.out, "stats.jsonl")
-        self.images_seen = resume.images_seen if resume is not None else 0
+        if resume is not None:
+            self.images_seen = resume.images_seen
+        else:  # a child starts where its parent's final phase starts
+            self.images_seen = final_phase_start(model_cfg.max_step, cfg) if parent is not None else 0
         self.iteration = 0
         self.spent_before = resume.elapsed_s if resume is not None else 0.0
         self.clock: Clock | None = None
         self.pending: list[dict] = []
         self.signalled = False
         self.bar = None
-        self.parent_state: modules.Checkpoint | None = None  # set by run() for a child's first start
         self.parent = dict(resume.parent) if resume is not None else {}  # what the checkpoint records
 
     def spent(self) -> float:
@@ -419,24 +421,23 @@ class TrainingRun:
                                           self.model_cfg.resolution, skip_bad=cfg.skip_bad,
                                           demo_count=cfg.demo_count,
                                           seed=cfg.seed if cfg.data_seed is None else cfg.data_seed)
-        if self.parent_state is not None and self.resume is None:
-            self.images_seen = final_phase_start(self.model_cfg.max_step, cfg)
         if cfg.minutes:
             self._fit_minutes()
         self.trainer = Trainer(self.model_cfg, self.cfg, self.device, self.ranks)
         if self.resume is not None:
             self._restore()
-        elif self.parent_state is not None:
-            self._start_from_parent()
-        elif main and read_stats(self.stats_path):  # a run killed before its first checkpoint
-            print(f"note: {self.stats_path} held {len(read_stats(self.stats_path))} lines of a run that "
-                  "saved no checkpoint; starting it over", file=sys.stderr)
-            truncate_stats(self.stats_path, 0)
+        else:
+            if self.parent_state is not None:
+                self._start_from_parent()
+            stale = read_stats(self.stats_path) if main else []
+            if stale:  # a run killed before its first checkpoint
+                print(f"note: {self.stats_path} held {len(stale)} lines of a run that saved no checkpoint; "
+                      "starting it over", file=sys.stderr)
+                truncate_stats(self.stats_path, 0)
         if main:
             write_run_config(self.model_cfg, self.cfg, self.trainer, self.ranks)
             self._print_header()
-        total = total_kimg(self.model_cfg.max_step, self.cfg)
-        self.stop_kimg = total if self.cfg.stop_kimg is None else min(self.cfg.stop_kimg, total)
+        self.stop_kimg = self._stop_kimg()
         self.grid_seeds = range(81)  # the fixed latents of every sample grid
         if main and progress:
             from tqdm import tqdm
@@ -497,8 +498,6 @@ class TrainingRun:
         self.trainer.load_state(parent.to_dict())
         self.parent = {"path": os.path.abspath(self.cfg.init_from), "sha256": core.file_sha256(self.cfg.init_from),
                        "images_seen": parent.images_seen}
-        if self.ranks.main and read_stats(self.stats_path):
-            truncate_stats(self.stats_path, 0)
         if self.ranks.main:
             print(f"child of {self.cfg.init_from} ({parent.images_seen / 1000:.1f} kimg, sha256 "
                   f"{self.parent['sha256'][:12]}): class {self.cfg.class_name} from "
@@ -566,12 +565,16 @@ class TrainingRun:
             self.clock.record(phase.resolution, phase.batch, time.perf_counter() - t_iter)
         return not stopping
 
+    def _stop_kimg(self) -> float:
+        """Where this invocation stops: the schedule's end, or --stop-kimg before it."""
+        total = total_kimg(self.model_cfg.max_step, self.cfg)
+        return total if self.cfg.stop_kimg is None else min(self.cfg.stop_kimg, total)
+
     def _refit(self) -> Phase:
         """--minutes: re-fit the phases ahead to the speed measured so far (same on every rank)."""
         max_step = self.model_cfg.max_step
         self.cfg = self.trainer.cfg = _agreed(self.clock.refit(self.cfg, max_step, self.images_seen), self.ranks)
-        total = total_kimg(max_step, self.cfg)
-        self.stop_kimg = total if self.cfg.stop_kimg is None else min(self.cfg.stop_kimg, total)
+        self.stop_kimg = self._stop_kimg()
         if self.bar is not None:
             self.bar.total = round(self.stop_kimg * 1000)
         return schedule(self.images_seen, max_step, self.cfg)
