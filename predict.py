@@ -36,11 +36,6 @@ from sampling import (DEFAULT_CHECKPOINT, checkpoint_paths, load_generators, sty
                       synthesize, train_command)
 
 
-def run_or_exit(fn, args: argparse.Namespace, errors: tuple = ()) -> None:
-    """core.main for fn(args) (checkpoint errors are user errors), also reporting `errors` in one line, exit 2."""
-    core.main(fn, args, errors=errors)
-
-
 # ----------------------------------------------------------------------------- generation
 
 def take_seeds(seeds: list[int], count: int, what: str) -> list[int]:
@@ -264,7 +259,7 @@ def predict(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_or_exit(predict, parse_args(argv))
+    core.main(predict, parse_args(argv))
 
 
 if __name__ == "__main__":
