@@ -82,7 +82,7 @@ TRAIN_PRESETS: dict[str, dict] = {
     "full": dict(stable_kimg=600, fade_kimg=600, final_kimg=600, ema_kimg=10,
                  batch={4: 128, 8: 128, 16: 64, 32: 32, 64: 32, 128: 16, 256: 16},
                  lr_by_res={128: 0.0015, 256: 0.002}, ckpt_every_kimg=50, log_every=10),
-    # quick: on one CPU thread an image costs at most ~20% more at batch 8 than at 32 from 16x16 up,
+    # quick: on one CPU thread an image costs at most ~25% more at batch 8 than at 32 from 16x16 up,
     # so small batches there buy ~3x the updates for the same minutes; batch 8 beat 16, and 16 beat
     # 32, side by side at equal wall time in two seeds each (docs/evaluation.md, "Batch size").
     "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=8, ema_kimg=1.0, lr=0.002,
