@@ -240,6 +240,7 @@ def resume_command(argv: list[str], world: int = 1) -> str:
 PROBE_SECONDS = 2.0    # --minutes: time each resolution's iteration at least this long (after 2 warm-ups)
 FIT_RESERVE = 0.04     # --minutes: share of the time left kept for sample grids, checkpoints and plots
 FIT_FINAL_S = 5.0      # --minutes: seconds kept for the final checkpoint, snapshot, samples and plots
+FIT_MEASURE_S = 10.0   # --minutes: seconds of training at a resolution before its measured speed is used
 
 
 def final_phase_start(max_step: int, cfg: TrainConfig) -> int:
@@ -285,8 +286,12 @@ def fit_schedule(cfg: TrainConfig, max_step: int, images_seen: int, speed: dict[
 
     Phases already done keep their length, and so does a fade-in under way (its alpha stays
     continuous); a stable phase under way keeps what it has done and scales what is left.
-    Every phase's length is written out per resolution, so the result stands on its own."""
+    The factor applies to the plan before any fit (`cfg.fit_base`, recorded by the first fit), not
+    to the last fit's lengths: a phase that one slow spell squeezed to nothing gets its share back
+    once the speed recovers. Every phase's length is written out per resolution, so the result
+    stands on its own."""
     plan, start = phases(max_step, cfg), 0.0
+    base = cfg.fit_base if len(cfg.fit_base) == len(plan) else [length for _, _, length in plan]
     kimg = images_seen / 1000.0
     for cur, (step, name, length) in enumerate(plan):
         if kimg < start + length or cur == len(plan) - 1:
@@ -295,7 +300,9 @@ def fit_schedule(cfg: TrainConfig, max_step: int, images_seen: int, speed: dict[
     done = min(max(kimg - start, 0.0), plan[cur][2])
     fixed_cur = name == "fade" and done > 0  # a fade-in under way keeps its length
     fixed = (plan[cur][2] - done) * 1000 / speed[4 * 2 ** plan[cur][0]] if fixed_cur else 0.0
-    scalable = [(j, (length - (done if j == cur else 0.0))) for j, (_, _, length) in enumerate(plan)
+    # what is left of each phase, in the units of the plan before any fit
+    left_cur = base[cur] * (1 - done / plan[cur][2]) if plan[cur][2] > 0 else 0.0
+    scalable = [(j, left_cur if j == cur else base[j]) for j in range(len(plan))
                 if j > cur or (j == cur and not fixed_cur)]
     planned = sum(k * 1000 / speed[4 * 2 ** plan[j][0]] for j, k in scalable)
     f = max((seconds - FIT_FINAL_S) * (1 - FIT_RESERVE) - fixed, 0.0) / planned if planned > 0 else 0.0
@@ -311,7 +318,8 @@ def fit_schedule(cfg: TrainConfig, max_step: int, images_seen: int, speed: dict[
             final = length
         else:
             stable[res] = length
-    return dataclasses.replace(cfg, stable_kimg_by_res=stable, fade_kimg_by_res=fade, final_kimg=final)
+    return dataclasses.replace(cfg, stable_kimg_by_res=stable, fade_kimg_by_res=fade, final_kimg=final,
+                               fit_base=list(base))
 
 
 class Clock:
@@ -324,20 +332,23 @@ class Clock:
         self.probe = probe
         self.images: dict[int, int] = {}
         self.seconds: dict[int, float] = {}
-        self.last_res: int | None = None
+        self.last_res: int | None = None  # the newest resolution measured for FIT_MEASURE_S or more
 
     def record(self, res: int, images: int, seconds: float) -> None:
         self.images[res] = self.images.get(res, 0) + images
         self.seconds[res] = self.seconds.get(res, 0.0) + seconds
-        self.last_res = res
+        if self.seconds[res] >= FIT_MEASURE_S:
+            self.last_res = res
 
     def speed(self) -> dict[int, float]:
-        """Measured images/s where measured, else the probe's scaled by how far the newest
-        measurement is from its probe (the same drift is assumed for the rest)."""
+        """Measured images/s where measured for FIT_MEASURE_S or more, else the probe's scaled by how
+        far the newest such measurement is from its probe (the same drift is assumed for the rest).
+        A resolution's first iterations run up to 2x slower (new layers warming up); trusted alone,
+        they once made a fit give the final phase no time at all."""
         ratio = 1.0
-        if self.last_res is not None and self.seconds[self.last_res] > 0:
+        if self.last_res is not None:
             ratio = self.images[self.last_res] / self.seconds[self.last_res] / self.probe[self.last_res]
-        return {r: self.images[r] / self.seconds[r] if self.seconds.get(r, 0) > 0 else v * ratio
+        return {r: self.images[r] / self.seconds[r] if self.seconds.get(r, 0) >= FIT_MEASURE_S else v * ratio
                 for r, v in self.probe.items()}
 
     def refit(self, cfg: TrainConfig, max_step: int, images_seen: int) -> TrainConfig:
@@ -858,7 +869,7 @@ def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[
     if args.preset and args.preset != preset:
         raise RunError(f"--preset {args.preset}: {args.init_from} is a {preset} parent and a child keeps its "
                        "parent's architecture; drop --preset")
-    base.update(class_name=args.class_name, init_from=args.init_from, minutes=args.minutes, probe_images_per_s={},
+    base.update(class_name=args.class_name, init_from=args.init_from, minutes=args.minutes, probe_images_per_s={}, fit_base=[],
                 out=args.out or os.path.join("runs", args.class_name),
                 final_kimg=TRAIN_PRESETS.get(preset, {}).get("final_kimg", TrainConfig.final_kimg))
     model_cfg, cfg = resolve_config(args, base, parent.model_config)

@@ -66,6 +66,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # overrides of the preset's ModelConfig (--channels, ...)
     minutes: float | None = None           # the schedule was fitted to this wall time (--minutes)
     probe_images_per_s: dict[int, float] = field(default_factory=dict)  # --minutes' measured speed per resolution
+    fit_base: list[float] = field(default_factory=list)  # --minutes: every phase's kimg before the first fit
 
     def __post_init__(self):
         self.batch = {int(k): int(v) for k, v in self.batch.items()}
@@ -74,6 +75,7 @@ class TrainConfig:
         self.fade_kimg_by_res = {int(k): float(v) for k, v in self.fade_kimg_by_res.items()}
         self.probe_images_per_s = {int(k): float(v) for k, v in self.probe_images_per_s.items()}
         self.betas = tuple(self.betas)
+        self.fit_base = [float(k) for k in self.fit_base]
         if self.gp_every < 1:
             raise ValueError(f"gp_every must be at least 1, got {self.gp_every}")
 

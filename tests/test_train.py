@@ -1,5 +1,6 @@
 """train.py: schedule, losses against hand computations, a tiny run's outputs, exact resume,
 refusals, NaN stop, kill-and-resume, and two-process data parallel on CPU."""
+import dataclasses
 import json
 import math
 import os
@@ -398,6 +399,31 @@ def test_fit_schedule_fills_the_time_left_and_keeps_the_past():
     end = train.fit_schedule(cfg, 2, 9000, speed, 0.0)
     assert train.total_kimg(2, end) == pytest.approx(9.0)
     assert train.schedule(9000, 2, end).done
+
+
+def test_fit_schedule_gives_a_squeezed_phase_its_share_back():
+    # Inside the 16x16 fade (from 5 to 6 kimg): a slow spell there (the fade alone needs 100 s of the
+    # 50 s left) squeezes the final phase to nothing; once the speed recovers, it gets its time back.
+    cfg = tiny_cfg(stable_kimg=2.0, fade_kimg=1.0, final_kimg=4.0)
+    slow = train.fit_schedule(cfg, 2, 5500, {4: 400.0, 8: 200.0, 16: 5.0}, 50.0)
+    assert slow.final_kimg == 0.0 and slow.fit_base == [2.0, 1.0, 2.0, 1.0, 4.0]
+    fast = train.fit_schedule(slow, 2, 5600, {4: 400.0, 8: 200.0, 16: 50.0}, 45.0)
+    budget = (45.0 - train.FIT_FINAL_S) * (1 - train.FIT_RESERVE)
+    assert fast.final_kimg > 1.0
+    assert _phase_seconds(fast, {4: 400.0, 8: 200.0, 16: 50.0}, from_kimg=5.6) == pytest.approx(budget, rel=1e-3)
+    # inside a stable phase, what is left is scaled in the units of the plan before any fit
+    half = dataclasses.replace(cfg, final_kimg=8.0, fit_base=[2.0, 1.0, 2.0, 1.0, 4.0])
+    again = train.fit_schedule(half, 2, 10000, {4: 400.0, 8: 200.0, 16: 50.0}, 1000.0)
+    assert again.final_kimg == pytest.approx(4.0 + 50.0 * (1000.0 - train.FIT_FINAL_S) * (1 - train.FIT_RESERVE) / 1000)
+
+
+def test_clock_trusts_a_resolution_only_after_enough_seconds():
+    clock = train.Clock(100.0, {8: 100.0, 16: 40.0})
+    clock.record(8, 1500, 10.0)  # 150 img/s at 8x8 for 10 s: 1.5x the probe
+    clock.record(16, 8, 2.0)     # two slow first seconds at 16x16: not trusted yet
+    assert clock.speed() == pytest.approx({8: 150.0, 16: 60.0})
+    clock.record(16, 392, 8.0)   # 10 s measured: 400 images
+    assert clock.speed() == pytest.approx({8: 150.0, 16: 40.0})
 
 
 @pytest.mark.slow
