@@ -86,12 +86,13 @@ TRAIN_PRESETS: dict[str, dict] = {
                  lr_by_res={128: 0.0015, 256: 0.002}, ckpt_every_kimg=50, log_every=10),
     # quick: on one CPU thread an image costs at most ~25% more at batch 8 than at 32 from 16x16 up,
     # so small batches there buy ~3x the updates for the same minutes; batch 8 beat 16, and 16 beat
-    # 32, side by side at equal wall time in two seeds each (docs/evaluation.md, "Batch size").
-    # EMA half-life 0.25 kimg (~30 steps at batch 8): at lr 0.002 the weights move fast, and a
+    # 32, side by side at equal wall time in two seeds each (docs/evaluation.md, "Batch size"); at
+    # 32 and 64 px batch 4 then beat 8 in two more seeds, with the EMA below (~20% fewer images).
+    # EMA half-life 0.25 kimg (~60 steps at batch 4): at lr 0.002 the weights move fast, and a
     # 1-kimg average of them blurred the samples; 0.25 beat 1.0 and 2.0 on one trajectory in two
     # seeds on SWD, precision and both biomarkers (docs/evaluation.md, "EMA half-life").
     "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=8, ema_kimg=0.25, lr=0.002,
-                  batch={4: 64, 8: 64, 16: 8, 32: 8, 64: 8},
+                  batch={4: 64, 8: 64, 16: 8, 32: 4, 64: 4},
                   ckpt_every_kimg=5, log_every=1, plot_every=200),
     "tiny": dict(stable_kimg=0.25, fade_kimg=0.25, final_kimg=0.25, ema_kimg=0.05, lr=0.002,
                  batch={4: 16, 8: 16, 16: 16, 32: 16}, ckpt_every_kimg=0.5, log_every=1,
