@@ -84,8 +84,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      "(default: one per data set, resolution and seed in the cache folder)")
     p.add_argument("--train-encoder", action="store_true",
                    help="(re)train the encoder and overwrite its file; alone (no --ckpt/--images) only that")
-    p.add_argument("--encoder-steps", type=int, default=500,
-                   help="batches of 64 slices the encoder trains on (default 500)")
+    p.add_argument("--encoder-steps", type=int, default=1000,
+                   help="batches of 64 slices the encoder trains on (default 1000)")
     p.add_argument("--resolution", type=int,
                    help="with --train-encoder and no --ckpt: the encoder's resolution (default 64)")
     p.add_argument("--inception-weights", metavar="PATH",
@@ -128,7 +128,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.n is not None and args.n < 16:
         raise UserError(f"--n {args.n} is too few; pass --n 16 or more (2000 for figures worth reporting)")
     if args.encoder_steps < 10:  # OneCycleLR's warm-up of 20% needs a few whole steps
-        raise UserError(f"--encoder-steps {args.encoder_steps} is too few; pass 10 or more (default 500)")
+        raise UserError(f"--encoder-steps {args.encoder_steps} is too few; pass 10 or more (default 1000)")
     if (ckpts or args.images is not None) and args.resolution is not None:
         raise UserError("--resolution applies to --train-encoder alone; the checkpoint or the images fix it")
     if args.demo_count is not None and args.demo_count < 1:

@@ -14,8 +14,8 @@ from metrics import (KID_SUBSET_SIZE, KID_SUBSETS, KNN_K, MEMO_PERCENTILE, MIN_R
                      msssim_settings, paired_comparison, relative_difference)
 
 MEMO_PAIRS_SHOWN = 12  # evaluated images shown over their nearest training slices in memorization_pairs.png
-ENCODER_FIELDS = ("path", "sha256", "test_accuracy", "class_accuracy", "n_train", "n_test", "steps", "seed", "data",
-                  "trained_now")
+ENCODER_FIELDS = ("path", "sha256", "test_accuracy", "class_accuracy", "blurred_sigma", "blurred_class_accuracy",
+                  "n_train", "n_test", "steps", "seed", "data", "trained_now")
 
 
 def settings(res: int, m: int) -> dict:

@@ -1,6 +1,7 @@
 """evaluate.py and what it is built from: the subject split and the candidates (evaldata.py), the encoder
 (encoder.py), and the command line on a real tiny run. The metrics themselves: test_metrics.py."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -79,6 +80,8 @@ def test_encoder_tells_demo_ad_from_nc_and_round_trips(tmp_path):
                                         {c: s.test.images for c, s in splits.items()}, seed=0, steps=300)
     assert report["n_test"] == {"AD": 200, "NC": 200}
     assert report["test_accuracy"] >= 0.75, report  # chance is 0.5
+    # held-out slices blurred by 0.5 px: still told apart (an encoder keyed to sharpness calls them all one class)
+    assert report["blurred_sigma"] == 0.5 and min(report["blurred_class_accuracy"].values()) >= 0.6, report
     path = str(tmp_path / "encoder.pt")
     encoder.save_encoder(enc, report, path)
     again, info = encoder.load_encoder(path)
@@ -98,6 +101,22 @@ def test_augment_shifts_by_whole_pixels_with_black_fill_and_scales_contrast():
     assert ((inside + 1) / 1.5).min() >= 0.9 - 1e-6 and ((inside + 1) / 1.5).max() <= 1.1 + 1e-6
     rows_black = (out == -1).all(dim=-1).sum(dim=(1, 2))  # whole black rows: the vertical shift, at most 16/16 = 1
     assert rows_black.max() == 1 and rows_black.min() == 0
+
+
+def test_gaussian_blur_matches_a_hand_computed_kernel_and_keeps_sigma_zero_images():
+    x = torch.zeros(3, 1, 15, 15)
+    x[:, 0, 7, 7] = 1.0  # a point in the middle: its blur is the kernel itself
+    out = encoder.gaussian_blur(x, torch.tensor([0.0, 0.5, 1.0]))
+    torch.testing.assert_close(out[0], x[0])  # sigma 0: unchanged
+    for i, s in ((1, 0.5), (2, 1.0)):
+        w = [math.exp(-0.5 * (d / s) ** 2) for d in range(-3, 4)]  # the kernel is cut at 3 sigma of the largest
+        w = torch.tensor([v / sum(w) for v in w])
+        expected = torch.zeros(15, 15)
+        expected[4:11, 4:11] = w[:, None] * w[None, :]
+        torch.testing.assert_close(out[i, 0], expected)
+    flat = torch.full((2, 1, 16, 16), 77, dtype=torch.uint8)  # mirrored borders: a flat image stays flat
+    assert torch.equal(encoder.blurred_uint8(flat, 1.0), flat)
+    assert encoder.blur_sigma(32) == 1.0 and encoder.blur_sigma(256) == 4.0
 
 
 # ----------------------------------------------------------------------------- the script
