@@ -869,8 +869,8 @@ def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[
     if args.preset and args.preset != preset:
         raise RunError(f"--preset {args.preset}: {args.init_from} is a {preset} parent and a child keeps its "
                        "parent's architecture; drop --preset")
-    base.update(class_name=args.class_name, init_from=args.init_from, minutes=args.minutes, probe_images_per_s={}, fit_base=[],
-                out=args.out or os.path.join("runs", args.class_name),
+    base.update(class_name=args.class_name, init_from=args.init_from, minutes=args.minutes, probe_images_per_s={},
+                fit_base=[], out=args.out or os.path.join("runs", args.class_name),
                 final_kimg=TRAIN_PRESETS.get(preset, {}).get("final_kimg", TrainConfig.final_kimg))
     model_cfg, cfg = resolve_config(args, base, parent.model_config)
     if model_cfg != ModelConfig.from_dict(parent.model_config):
