@@ -863,12 +863,16 @@ def load_parent(args: argparse.Namespace) -> modules.Checkpoint:
 def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[ModelConfig, TrainConfig]:
     """A child's configuration: the parent's schedule up to its final phase (so the child starts
     where that phase starts), its own class, run folder and final-phase budget (--final-kimg,
-    default the preset's, or --minutes); the parent's architecture, which flags may not change."""
+    default the preset's, or --minutes); the parent's architecture, which flags may not change, and
+    its demo set (data seed), whatever the child's --seed."""
     base = dict(parent.train_config)
     preset = base.get("preset", "full")
     if args.preset and args.preset != preset:
         raise RunError(f"--preset {args.preset}: {args.init_from} is a {preset} parent and a child keeps its "
                        "parent's architecture; drop --preset")
+    # the parent's demo set, not one drawn from the child's --seed: a child of `--seed 1` must not
+    # fine-tune on slices its parent never saw (--data-seed still chooses another on purpose)
+    base["data_seed"] = base.get("data_seed") if base.get("data_seed") is not None else base.get("seed", 0)
     base.update(class_name=args.class_name, init_from=args.init_from, minutes=args.minutes, probe_images_per_s={},
                 fit_base=[], out=args.out or os.path.join("runs", args.class_name),
                 final_kimg=TRAIN_PRESETS.get(preset, {}).get("final_kimg", TrainConfig.final_kimg))

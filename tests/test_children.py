@@ -54,6 +54,17 @@ def test_init_from_loads_exactly_the_parents_state(parent, tmp_path):
     assert train.schedule(c.images_seen, p.step, cfg).name == "stable"
 
 
+def test_a_child_fine_tunes_on_its_parents_demo_set_whatever_its_seed(parent, tmp_path):
+    parent_train = json.load(open(parent.parent / "config.json"))["train"]
+    parent_data = parent_train["seed"] if parent_train["data_seed"] is None else parent_train["data_seed"]
+    for extra, want in (([], parent_data), (["--data-seed", parent_data + 5], parent_data + 5)):
+        out = tmp_path / f"AD{len(extra)}"
+        assert train_main(["--class", "AD", "--init-from", parent, "--out", out, "--device", "cpu",
+                           "--seed", parent_train["seed"] + 3, "--stop-kimg", 0, *extra]) == 0
+        child = json.load(open(out / "config.json"))["train"]
+        assert child["seed"] == parent_train["seed"] + 3 and child["data_seed"] == want
+
+
 def test_children_train_their_class_and_share_the_parent(parent, tmp_path):
     shas = []
     for cls in ("AD", "NC"):
