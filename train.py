@@ -717,9 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _schedule_flags(g) -> None:
     g.add_argument("--stable-kimg", type=_res_map(float), default=None,
-                   help="images per stabilisation phase, one number or per resolution like 4:2,8:4")
+                   help="images per stabilisation phase: one number (every resolution's) or per resolution "
+                        "like 4:2,8:4 (the others keep the preset's)")
     g.add_argument("--fade-kimg", type=_res_map(float), default=None,
-                   help="images per fade-in phase, one number or per resolution like 8:2,16:4")
+                   help="images per fade-in phase: one number (every resolution's) or per resolution like "
+                        "8:2,16:4")
     g.add_argument("--final-kimg", type=float, default=None, help="stabilisation at the final resolution")
     g.add_argument("--stop-kimg", type=float, default=None,
                    help="stop with a checkpoint at this many kimg (resume later)")
@@ -816,6 +818,8 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
     for key in ("stable_kimg", "fade_kimg"):  # per-resolution values go to the *_by_res overrides
         if isinstance(flags.get(key), dict):
             flags[f"{key}_by_res"] = {**base.get(f"{key}_by_res", {}), **flags.pop(key)}
+        elif key in flags:  # one number is every phase's, the preset's per-resolution values included
+            flags[f"{key}_by_res"] = {}
     model_flags = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
     if model_flags.get("noise_max_res") == "all":
         model_flags["noise_max_res"] = None

@@ -441,6 +441,17 @@ def test_minutes_fits_schedule_and_resume_keeps_it(tmp_path, capsys):
     assert "no time to train" in capsys.readouterr().err
 
 
+def test_quick_schedule_is_top_heavy_and_one_number_still_sets_every_phase():
+    def plan(*flags):
+        _, cfg = train.resolve_config(train.build_parser().parse_args(["--class", "AD", "--preset", "quick", *flags]))
+        return [kimg for _, _, kimg in training.phases(4, cfg)]
+    default = plan()
+    assert default == [4, 4, 4, 5, 5, 8, 10, 8, 16]
+    assert sum(default[-2:]) / sum(default) == 0.375  # 24 of 64 kimg at 64 px (16 of 80 before)
+    assert plan("--stable-kimg", "10", "--fade-kimg", "8", "--final-kimg", "8") == [10, 8, 10, 8, 10, 8, 10, 8, 8]
+    assert plan("--stable-kimg", "4:7", "--fade-kimg", "32:3") == [7, 4, 4, 5, 5, 3, 10, 8, 16]
+
+
 @pytest.mark.slow
 def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     out = tmp_path / "arch"
