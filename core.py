@@ -144,6 +144,13 @@ def cache_folder(cache_dir: str | None = None) -> Path:
     return Path(cache_dir or os.environ.get("BRAIN_STYLEGAN_CACHE") or Path.home() / ".cache" / "brain-stylegan")
 
 
+def demo_seed(train_config) -> int:
+    """The seed of the demo set a run trains on, from its train config (a dict or a TrainConfig):
+    its data_seed, or its run seed when data_seed is None."""
+    tc = train_config if isinstance(train_config, dict) else vars(train_config)
+    return tc.get("seed", 0) if tc.get("data_seed") is None else tc["data_seed"]
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

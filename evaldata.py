@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import core
 import dataset
 import modules
 import sampling
@@ -164,7 +165,7 @@ def checkpoint_candidate(path: str, data: str | None, demo_count: int | None,
     elif data == "demo" and demo_count != tc.get("demo_count"):
         print(f"note: {path} was trained on {tc.get('demo_count') or dataset.DEMO_COUNT['train']} demo slices "
               f"per class, here --demo-count {demo_count}: the memorization audit does not see its training set")
-    data_seed = tc["seed"] if tc.get("data_seed") is None else tc["data_seed"]  # the demo set it trained on
+    data_seed = core.demo_seed(tc)  # the demo set it trained on
     # Reals decoded at the resolution train.py loaded (the model's final one), area-downsampled like its reals.
     return Candidate(cls, res, state.model_config["resolution"], data, demo_count, data_seed, checkpoint=path,
                      images_seen=state.images_seen, generator=g, parent=dict(state.parent))

@@ -431,7 +431,7 @@ class TrainingRun:
         self.slices = dataset.load_slices(None if cfg.data == "demo" else cfg.data, cfg.class_name, "train",
                                           self.model_cfg.resolution, skip_bad=cfg.skip_bad,
                                           demo_count=cfg.demo_count,
-                                          seed=cfg.seed if cfg.data_seed is None else cfg.data_seed)
+                                          seed=core.demo_seed(cfg))
         if cfg.minutes:
             self._fit_minutes()
         self.trainer = Trainer(self.model_cfg, self.cfg, self.device, self.ranks)
@@ -876,7 +876,7 @@ def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[
                        "parent's architecture; drop --preset")
     # the parent's demo set, not one drawn from the child's --seed: a child of `--seed 1` must not
     # fine-tune on slices its parent never saw (--data-seed still chooses another on purpose)
-    base["data_seed"] = base.get("data_seed") if base.get("data_seed") is not None else base.get("seed", 0)
+    base["data_seed"] = core.demo_seed(base)
     base.update(class_name=args.class_name, init_from=args.init_from, minutes=args.minutes, probe_images_per_s={},
                 fit_base=[], out=args.out or os.path.join("runs", args.class_name),
                 final_kimg=TRAIN_PRESETS.get(preset, {}).get("final_kimg", TrainConfig.final_kimg))

@@ -121,3 +121,11 @@ def test_parse_seeds():
     for bad in ("", "a", "5-2", "-1", "1-"):
         with pytest.raises(argparse.ArgumentTypeError):
             core.parse_seeds(bad)
+
+
+def test_demo_seed_is_the_data_seed_else_the_run_seed():
+    import training
+    assert core.demo_seed({"seed": 3, "data_seed": None}) == 3
+    assert core.demo_seed({"seed": 3, "data_seed": 0}) == 0  # 0 is a seed, not "unset"
+    assert core.demo_seed(training.TrainConfig(seed=2, data_seed=7)) == 7
+    assert core.demo_seed(training.TrainConfig(seed=2)) == 2
