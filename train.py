@@ -732,6 +732,9 @@ def _schedule_flags(g) -> None:
     g.add_argument("--batch", type=_res_map(int), default=None,
                    help="global batch size, one number or per resolution like 4:64,8:64,16:32")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate of both networks")
+    g.add_argument("--lr-rampdown", type=float, default=None,
+                   help="let the lr fall to 0 along a half cosine over this last fraction of the final phase "
+                        "(0 = off)")
     g.add_argument("--n-critic", type=int, default=None, help="critic steps per generator step (default 1)")
     g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
     g.add_argument("--gp-every", type=int, default=None,
@@ -840,7 +843,10 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
             model_cfg = modules.preset(preset_name, resolution=base["resolution"], **base["model"])
     except ValueError as e:
         raise RunError(f"--resolution/--channels: {e}") from None
-    cfg = TrainConfig(**base)
+    try:
+        cfg = TrainConfig(**base)
+    except ValueError as e:
+        raise RunError(str(e)) from None
     missing = [r for r in model_cfg.resolutions if r not in cfg.batch]
     if missing:
         cfg.batch.update({r: cfg.batch[max(cfg.batch)] for r in missing})

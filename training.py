@@ -7,6 +7,7 @@ every name here is also reachable as train.<name>.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class TrainConfig:
     batch: dict[int, int] = field(default_factory=dict)      # global batch size per resolution
     lr: float = 0.001                      # Adam learning rate (both networks)
     lr_by_res: dict[int, float] = field(default_factory=dict)  # overrides of lr per resolution
+    lr_rampdown: float = 0.0               # lr falls to 0 along a half cosine over this last fraction of the final phase
     stable_kimg_by_res: dict[int, float] = field(default_factory=dict)  # overrides of stable_kimg per resolution
     fade_kimg_by_res: dict[int, float] = field(default_factory=dict)    # overrides of fade_kimg per resolution
     betas: tuple[float, float] = (0.0, 0.99)
@@ -76,8 +78,10 @@ class TrainConfig:
         self.probe_images_per_s = {int(k): float(v) for k, v in self.probe_images_per_s.items()}
         self.betas = tuple(self.betas)
         self.fit_base = [float(k) for k in self.fit_base]
+        if not 0.0 <= self.lr_rampdown <= 1.0:
+            raise ValueError(f"--lr-rampdown (lr_rampdown) must be a fraction in [0, 1], got {self.lr_rampdown}")
         if self.gp_every < 1:
-            raise ValueError(f"gp_every must be at least 1, got {self.gp_every}")
+            raise ValueError(f"--gp-every (gp_every) must be at least 1, got {self.gp_every}")
 
 
 TRAIN_PRESETS: dict[str, dict] = {
@@ -138,6 +142,16 @@ def total_kimg(max_step: int, cfg: TrainConfig) -> float:
     return sum(k for _, _, k in phases(max_step, cfg))
 
 
+def rampdown(kimg: float, length: float, fraction: float) -> float:
+    """The lr factor `kimg` into a final phase of `length` kimg: 1, then half a cosine down to 0 over its last
+    `fraction` (0 = off). A generator whose steps shrink at the end settles, so the run's last weights and its
+    EMA are both a settled image, not the average of a still-oscillating one."""
+    if fraction <= 0 or length <= 0:
+        return 1.0
+    t = (kimg - (1.0 - fraction) * length) / (fraction * length)
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
 def schedule(images_seen: int, max_step: int, cfg: TrainConfig) -> Phase:
     """The training state as a pure function of images seen (ProGAN's TrainingSchedule)."""
     kimg, start = images_seen / 1000.0, 0.0
@@ -146,8 +160,10 @@ def schedule(images_seen: int, max_step: int, cfg: TrainConfig) -> Phase:
         if kimg < start + length or i == len(plan) - 1:
             res = 4 * 2 ** step
             alpha = min(1.0, (kimg - start) / length) if name == "fade" and length > 0 else 1.0
-            return Phase(step, alpha, cfg.batch[res], cfg.lr_by_res.get(res, cfg.lr), name, i,
-                         done=kimg >= start + length)
+            lr = cfg.lr_by_res.get(res, cfg.lr)
+            if i == len(plan) - 1:
+                lr *= rampdown(kimg - start, length, cfg.lr_rampdown)
+            return Phase(step, alpha, cfg.batch[res], lr, name, i, done=kimg >= start + length)
         start += length
     raise AssertionError("unreachable")
 
