@@ -200,6 +200,11 @@ def test_bad_flags_exit_non_zero(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(tmp_path / "missing") in err
     assert train_main(["--class", "AD", "--out", tmp_path / "r2", "--resolution", "24", *TINY_TRAIN]) == 2
+    capsys.readouterr()
+    for flag, value in (("--gp-every", "0"), ("--lr-rampdown", "1.5")):
+        assert train_main(["--class", "AD", "--out", tmp_path / "r3", *TINY_TRAIN, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and "Traceback" not in err and not (tmp_path / "r3").exists()
 
 
 def _weights(path):
