@@ -144,8 +144,9 @@ def total_kimg(max_step: int, cfg: TrainConfig) -> float:
 
 def rampdown(kimg: float, length: float, fraction: float) -> float:
     """The lr factor `kimg` into a final phase of `length` kimg: 1, then half a cosine down to 0 over its last
-    `fraction` (0 = off). A generator whose steps shrink at the end settles, so the run's last weights and its
-    EMA are both a settled image, not the average of a still-oscillating one."""
+    `fraction` (0 = off). Meant to let the last weights settle instead of averaging still-moving ones in the
+    EMA; from scratch it drew more CSF but lost SWD in both seeds tried (docs/evaluation.md, round 12), so
+    every preset leaves it off."""
     if fraction <= 0 or length <= 0:
         return 1.0
     t = (kimg - (1.0 - fraction) * length) / (fraction * length)
