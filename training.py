@@ -146,7 +146,7 @@ def rampdown(kimg: float, length: float, fraction: float) -> float:
     """The lr factor `kimg` into a final phase of `length` kimg: 1, then half a cosine down to 0 over its last
     `fraction` (0 = off). Meant to let the last weights settle instead of averaging still-moving ones in the
     EMA; from scratch it drew more CSF but lost SWD in both seeds tried (docs/evaluation.md, round 12), so
-    every preset leaves it off."""
+    every preset leaves it off (it lost in children too, round 14)."""
     if fraction <= 0 or length <= 0:
         return 1.0
     t = (kimg - (1.0 - fraction) * length) / (fraction * length)
