@@ -53,7 +53,7 @@ def test_lr_rampdown_falls_along_a_half_cosine_over_the_final_phase_only():
     assert lr(7000) == pytest.approx(0.005)       # half-way down the ramp: (1 + cos(pi / 2)) / 2
     assert lr(6500) == pytest.approx(0.01 * (1 + math.cos(math.pi / 4)) / 2)
     assert lr(8000) == pytest.approx(0.0) and lr(9000) == pytest.approx(0.0)
-    assert train.schedule(6000, 2, train.TrainConfig(**{**cfg.__dict__, "lr_rampdown": 0.0})).lr == 0.01
+    assert train.schedule(6000, 2, dataclasses.replace(cfg, lr_rampdown=0.0)).lr == 0.01
     with pytest.raises(ValueError, match="lr-rampdown"):
         tiny_cfg(lr_rampdown=1.5)
 
