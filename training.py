@@ -275,8 +275,8 @@ class Trainer:
         self.G_ema = Generator(model_cfg).to(device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
 
-        # The mapping network's 0.01 learning rate lives in its layers' lr_mul (equalized LR),
-        # so one Adam per network is right: a param group at lr * 0.01 would apply it twice.
+        # The mapping network's learning-rate multiplier (ModelConfig.mapping_lr_mul) lives in its layers'
+        # lr_mul (equalized LR), so one Adam per network is right: a param group at lr * lr_mul would apply it twice.
         # fused Adam: one kernel per step instead of a few per parameter (CPU and CUDA)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
