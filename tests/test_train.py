@@ -114,7 +114,7 @@ def test_smoothing_is_bias_corrected_ema():
     assert train.smooth([0.0, 2.0], 0.5) == pytest.approx([0.0, 1.0 / 0.75])
 
 
-@pytest.mark.parametrize("lr_mul", [0.01, 1.0])  # StyleGAN's (tiny, full) and the quick preset's
+@pytest.mark.parametrize("lr_mul", [0.01, 1.0])  # every preset's (StyleGAN's), and round 15's --mapping-lr-mul 1
 def test_mapping_network_moves_at_its_lr_mul(lr_mul):
     # Adam moves every stored weight by about lr on its first step; lr_mul scales that in the
     # effective weight, so the mapping network's effective weights move lr_mul times as far per unit of scale.
