@@ -745,6 +745,9 @@ def _schedule_flags(g) -> None:
     g.add_argument("--reset-adam", action=argparse.BooleanOptionalAction, default=None,
                    help="clear Adam's moments when a new resolution starts (ProGAN)")
     g.add_argument("--ema-kimg", type=float, default=None, help="EMA half-life of the generator in kimg")
+    g.add_argument("--mapping-lr-scale", type=float, default=None,
+                   help="each Adam step of the mapping network times this (default 1; 0 freezes it), on top of "
+                        "--mapping-lr-mul: a child can slow a parent trained at --mapping-lr-mul 1")
 
 
 def _architecture_flags(g) -> None:
@@ -813,7 +816,8 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
     if saved and args.minutes is not None and args.minutes != saved.get("minutes"):
         raise RunError(f"--minutes: the resumed run's schedule was fitted to {saved.get('minutes')} minutes "
                        "when it started; drop --minutes")
-    flags = {k: v for k, v in vars(args).items() if v is not None and k in base and k not in ("resume",)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}  # (a config saved before a field existed lacks it)
+    flags = {k: v for k, v in vars(args).items() if v is not None and k in fields and k not in ("resume",)}
     if isinstance(flags.get("batch"), int):
         flags["batch"] = {r: flags["batch"] for r in base["batch"]}
     elif isinstance(flags.get("batch"), dict):

@@ -54,6 +54,7 @@ class TrainConfig:
     style_mixing: float = 0.9              # probability of mixing two z's in a training batch
     mixing_active_only: bool = False       # draw the crossover among the layers of the current resolution
     reset_adam: bool = False               # clear Adam's moments when a new resolution starts (ProGAN)
+    mapping_lr_scale: float = 1.0          # each Adam step of the mapping network x this (children: slow a parent's)
     ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
     amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
@@ -80,6 +81,8 @@ class TrainConfig:
         self.fit_base = [float(k) for k in self.fit_base]
         if not 0.0 <= self.lr_rampdown <= 1.0:
             raise ValueError(f"--lr-rampdown (lr_rampdown) must be a fraction in [0, 1], got {self.lr_rampdown}")
+        if self.mapping_lr_scale < 0:
+            raise ValueError(f"--mapping-lr-scale (mapping_lr_scale) must be >= 0, got {self.mapping_lr_scale}")
         if self.gp_every < 1:
             raise ValueError(f"--gp-every (gp_every) must be at least 1, got {self.gp_every}")
 
@@ -315,7 +318,11 @@ class Trainer:
             img = img.contiguous(memory_format=torch.channels_last)
         return img
 
-    def _optimizer_step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float) -> None:
+    def _optimizer_step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float,
+                        scaled: tuple[list[torch.Tensor], float] | None = None) -> None:
+        """One Adam step of `net`; `scaled` = (params, f) shrinks those parameters' step to f times
+        Adam's (exactly a param group at lr * f, since Adam's step is linear in lr and its moments do
+        not depend on it; done after the step so the optimizer and its checkpoints keep one group)."""
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -323,8 +330,12 @@ class Trainer:
         if self.ranks.world > 1:
             self.scaler.unscale_(opt)
             all_reduce_mean([p.grad for p in net.parameters() if p.grad is not None], self.ranks)
+        params = [p.detach() for p in scaled[0]] if scaled and scaled[1] != 1.0 else None
+        before = torch._foreach_mul(params, 1.0) if params else None
         self.scaler.step(opt)
         self.scaler.update()
+        if params:  # p <- before + f * (p - before)
+            torch._foreach_lerp_(params, before, 1.0 - scaled[1])
 
     def train_step(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float,
                    iteration: int = 0) -> dict[str, torch.Tensor]:
@@ -360,7 +371,8 @@ class Trainer:
         fake = self._generate(reals[0].shape[0], step, alpha, update_w_avg=True)
         with self.autocast():
             loss_g = generator_loss(self.d_fwd(fake, step, alpha))
-        self._optimizer_step(self.opt_g, self.G, loss_g, lr)
+        self._optimizer_step(self.opt_g, self.G, loss_g, lr,
+                             scaled=(list(self.G.mapping.parameters()), cfg.mapping_lr_scale))
         all_reduce_mean([self.G.mapping.w_avg], self.ranks)  # each rank saw its own z's
         self.G.requires_grad_(False)
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "gp": self.last_gp.detach(),

@@ -130,6 +130,26 @@ def test_mapping_network_moves_at_its_lr_mul(lr_mul):
     assert d_map.item() == pytest.approx(1e-3 * lr_mul, rel=0.05)
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.25, 0.0])
+def test_mapping_lr_scale_shrinks_only_the_mapping_networks_step(scale):
+    # Adam's first step moves every stored weight by lr; --mapping-lr-scale f makes the mapping
+    # network's step f * lr (0 freezes it) and leaves the synthesis layers' step at lr.
+    torch.manual_seed(0)
+    t = train.Trainer(modules.preset("tiny", mapping_lr_mul=1.0),
+                      tiny_cfg(style_mixing=0.0, mapping_lr_scale=scale), torch.device("cpu"))
+    lin, conv = t.G.mapping.layers[-1], t.G.blocks[0][1].conv
+    before = lin.weight.clone(), lin.bias.clone(), conv.weight.clone()
+    t.train_step([torch.randn(4, 1, 4, 4)], 0, 1.0, lr=1e-3)
+    assert (lin.weight - before[0]).abs().max().item() == pytest.approx(1e-3 * scale, rel=0.01, abs=1e-9)
+    assert (lin.bias - before[1]).abs().max().item() == pytest.approx(1e-3 * scale, rel=0.01, abs=1e-9)
+    assert (conv.weight - before[2]).abs().max().item() == pytest.approx(1e-3, rel=0.01)
+
+
+def test_mapping_lr_scale_refuses_a_negative_value():
+    with pytest.raises(ValueError, match="--mapping-lr-scale"):
+        tiny_cfg(mapping_lr_scale=-0.5)
+
+
 # ----------------------------------------------------------------------------- runs
 
 @pytest.fixture(scope="module")
