@@ -38,9 +38,9 @@ import modules
 from core import write_json_atomic, write_text_atomic  # noqa: F401 (train.write_json_atomic is used by name)
 from modules import ModelConfig
 from training import (TRAIN_PRESETS, Dist, Phase, RunError, TrainConfig, Trainer,  # noqa: F401 (train.<name>
-                      all_reduce_mean, critic_loss, drift_penalty, generator_loss,   # is used by tests, bench.py
-                      gradient_penalty, iteration_seed, native_bf16, phases,        # and users' scripts)
-                      real_batch, resolve_amp, schedule, setup_distributed, total_kimg)
+                      all_reduce_mean, boundary_images, critic_loss, drift_penalty,  # is used by tests, bench.py
+                      generator_loss, gradient_penalty, iteration_seed, native_bf16,  # and users' scripts)
+                      phases, real_batch, resolve_amp, schedule, setup_distributed, total_kimg)
 
 # ----------------------------------------------------------------------------- outputs
 
@@ -246,7 +246,7 @@ FIT_MEASURE_S = 10.0   # --minutes: seconds of training at a resolution before i
 def final_phase_start(max_step: int, cfg: TrainConfig) -> int:
     """Images seen when the final resolution's stable phase starts (where a child begins)."""
     plan = phases(max_step, cfg)
-    images = math.ceil(round(sum(length for _, _, length in plan[:-1]) * 1000, 6))
+    images = boundary_images(sum(length for _, _, length in plan[:-1]))
     assert schedule(images, max_step, cfg).index == len(plan) - 1
     return images
 

@@ -156,18 +156,26 @@ def rampdown(kimg: float, length: float, fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
 
 
+def boundary_images(kimg: float) -> int:
+    """The first image count at or past `kimg` thousand: where a phase that ends at `kimg` hands over.
+    Rounded before the ceiling, so float noise in a sum of phase lengths (9.892000000000001) does not
+    move a boundary by an image."""
+    return math.ceil(round(kimg * 1000, 6))
+
+
 def schedule(images_seen: int, max_step: int, cfg: TrainConfig) -> Phase:
     """The training state as a pure function of images seen (ProGAN's TrainingSchedule)."""
     kimg, start = images_seen / 1000.0, 0.0
     plan = phases(max_step, cfg)
     for i, (step, name, length) in enumerate(plan):
-        if kimg < start + length or i == len(plan) - 1:
+        end = boundary_images(start + length)
+        if images_seen < end or i == len(plan) - 1:
             res = 4 * 2 ** step
             alpha = min(1.0, (kimg - start) / length) if name == "fade" and length > 0 else 1.0
             lr = cfg.lr_by_res.get(res, cfg.lr)
             if i == len(plan) - 1:
                 lr *= rampdown(kimg - start, length, cfg.lr_rampdown)
-            return Phase(step, alpha, cfg.batch[res], lr, name, i, done=kimg >= start + length)
+            return Phase(step, alpha, cfg.batch[res], lr, name, i, done=images_seen >= end)
         start += length
     raise AssertionError("unreachable")
 

@@ -58,6 +58,21 @@ def test_lr_rampdown_falls_along_a_half_cosine_over_the_final_phase_only():
         tiny_cfg(lr_rampdown=1.5)
 
 
+def test_phase_boundaries_survive_float_noise_in_fitted_lengths():
+    # A parent's --minutes fit once gave these phase lengths; their float sum is 9.892000000000001, and
+    # the child's start (image 9892) was still read as the end of the 64-px fade, which stopped the child.
+    cfg = tiny_cfg(stable_kimg=0.8053, final_kimg=2.8715, batch={4: 4, 8: 4, 16: 4, 32: 4, 64: 4},
+                   stable_kimg_by_res={8: 0.8028, 16: 1.0817, 32: 2.0228},
+                   fade_kimg_by_res={8: 0.8052, 16: 1.0031, 32: 1.7463, 64: 1.6248})
+    assert sum(k for _, _, k in train.phases(4, cfg)[:-1]) != 9.892  # the float noise is there
+    assert train.boundary_images(sum(k for _, _, k in train.phases(4, cfg)[:-1])) == 9892
+    assert train.final_phase_start(4, cfg) == 9892
+    assert train.schedule(9891, 4, cfg).name == "fade" and train.schedule(9891, 4, cfg).step == 4
+    final = train.schedule(9892, 4, cfg)
+    assert (final.name, final.step, final.alpha, final.done) == ("stable", 4, 1.0, False)
+    assert train.schedule(9892 + 2872, 4, cfg).done and not train.schedule(9892 + 2871, 4, cfg).done
+
+
 def test_schedule_single_resolution_is_one_final_phase():
     cfg = tiny_cfg(final_kimg=5.0)
     assert train.total_kimg(0, cfg) == 5.0
