@@ -37,7 +37,7 @@ import dataset
 import modules
 from core import write_json_atomic, write_text_atomic  # noqa: F401 (train.write_json_atomic is used by name)
 from modules import ModelConfig
-from training import (TRAIN_PRESETS, Dist, Phase, RunError, TrainConfig, Trainer,  # noqa: F401 (train.<name>
+from training import (PARENT_PRESETS, TRAIN_PRESETS, Dist, Phase, RunError, TrainConfig, Trainer,  # noqa: F401 (train.<name>
                       all_reduce_mean, boundary_images, critic_loss, drift_penalty,  # is used by tests, bench.py
                       generator_loss, gradient_penalty, iteration_seed, native_bf16,  # and users' scripts)
                       phases, real_batch, resolve_amp, schedule, setup_distributed, total_kimg)
@@ -746,8 +746,8 @@ def _schedule_flags(g) -> None:
                    help="clear Adam's moments when a new resolution starts (ProGAN)")
     g.add_argument("--ema-kimg", type=float, default=None, help="EMA half-life of the generator in kimg")
     g.add_argument("--mapping-lr-scale", type=float, default=None,
-                   help="each Adam step of the mapping network times this (default 1; 0 freezes it), on top of "
-                        "--mapping-lr-mul: a child can slow a parent trained at --mapping-lr-mul 1")
+                   help="each Adam step of the mapping network times this, on top of --mapping-lr-mul (0 freezes "
+                        "it; default 1, and 100 for a quick parent: its mapping then learns at lr x1)")
 
 
 def _architecture_flags(g) -> None:
@@ -812,6 +812,8 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
     if not saved:
         base = dataclasses.asdict(TrainConfig())
         base.update(TRAIN_PRESETS[preset_name])
+        if args.class_name == "all":
+            base.update(PARENT_PRESETS.get(preset_name, {}))
         base["resolution"] = modules.PRESETS[preset_name].resolution
     if saved and args.minutes is not None and args.minutes != saved.get("minutes"):
         raise RunError(f"--minutes: the resumed run's schedule was fitted to {saved.get('minutes')} minutes "
@@ -877,8 +879,9 @@ def load_parent(args: argparse.Namespace) -> modules.Checkpoint:
 def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[ModelConfig, TrainConfig]:
     """A child's configuration: the parent's schedule up to its final phase (so the child starts
     where that phase starts), its own class, run folder and final-phase budget (--final-kimg,
-    default the preset's, or --minutes); the parent's architecture, which flags may not change, and
-    its demo set (data seed), whatever the child's --seed."""
+    default the preset's, or --minutes) and mapping-network step (the preset's, not a parent's
+    PARENT_PRESETS value); the parent's architecture, which flags may not change, and its demo set
+    (data seed), whatever the child's --seed."""
     base = dict(parent.train_config)
     preset = base.get("preset", "full")
     if args.preset and args.preset != preset:
@@ -889,7 +892,8 @@ def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[
     base["data_seed"] = core.demo_seed(base)
     base.update(class_name=args.class_name, init_from=args.init_from, minutes=args.minutes, probe_images_per_s={},
                 fit_base=[], out=args.out or os.path.join("runs", args.class_name),
-                final_kimg=TRAIN_PRESETS.get(preset, {}).get("final_kimg", TrainConfig.final_kimg))
+                final_kimg=TRAIN_PRESETS.get(preset, {}).get("final_kimg", TrainConfig.final_kimg),
+                mapping_lr_scale=TRAIN_PRESETS.get(preset, {}).get("mapping_lr_scale", TrainConfig.mapping_lr_scale))
     model_cfg, cfg = resolve_config(args, base, parent.model_config)
     if model_cfg != ModelConfig.from_dict(parent.model_config):
         raise RunError(f"--init-from {args.init_from} has another architecture than these flags "

@@ -54,7 +54,7 @@ class TrainConfig:
     style_mixing: float = 0.9              # probability of mixing two z's in a training batch
     mixing_active_only: bool = False       # draw the crossover among the layers of the current resolution
     reset_adam: bool = False               # clear Adam's moments when a new resolution starts (ProGAN)
-    mapping_lr_scale: float = 1.0          # each Adam step of the mapping network x this (children: slow a parent's)
+    mapping_lr_scale: float = 1.0          # each Adam step of the mapping network x this (on top of its lr_mul)
     ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
     amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
@@ -110,6 +110,14 @@ TRAIN_PRESETS: dict[str, dict] = {
                  batch={4: 16, 8: 16, 16: 16, 32: 16}, ckpt_every_kimg=0.5, log_every=1,
                  plot_every=100),
 }
+
+
+# A parent (--class all) of these presets differs from a from-scratch AD or NC run in these fields, and its
+# children go back to the preset's values (train.child_config). quick: the parent's mapping network learns at
+# the synthesis layers' rate (StyleGAN's lr_mul 0.01, each Adam step x 100), its children's at 0.01 again. At
+# 0.01 a 7-minute parent's mapping moved 0.2-0.3%; trained, it beat the preset side by side on SWD in every
+# class and seed, with lower AD recall (docs/evaluation.md, round 16). From scratch it is untested.
+PARENT_PRESETS: dict[str, dict] = {"quick": dict(mapping_lr_scale=100.0)}
 
 
 @dataclass(frozen=True)
@@ -328,9 +336,9 @@ class Trainer:
 
     def _optimizer_step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float,
                         scaled: tuple[list[torch.Tensor], float] | None = None) -> None:
-        """One Adam step of `net`; `scaled` = (params, f) shrinks those parameters' step to f times
-        Adam's (exactly a param group at lr * f, since Adam's step is linear in lr and its moments do
-        not depend on it; done after the step so the optimizer and its checkpoints keep one group)."""
+        """One Adam step of `net`; `scaled` = (params, f) makes those parameters' step f times Adam's
+        (a param group at lr * f, since Adam's step is linear in lr and its moments do not depend on it;
+        done after the step so the optimizer and its checkpoints keep one group)."""
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)

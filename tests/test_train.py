@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -158,6 +159,42 @@ def test_mapping_lr_scale_shrinks_only_the_mapping_networks_step(scale):
     assert (lin.weight - before[0]).abs().max().item() == pytest.approx(1e-3 * scale, rel=0.01, abs=1e-9)
     assert (lin.bias - before[1]).abs().max().item() == pytest.approx(1e-3 * scale, rel=0.01, abs=1e-9)
     assert (conv.weight - before[2]).abs().max().item() == pytest.approx(1e-3, rel=0.01)
+
+
+def test_mapping_lr_scale_100_at_lr_mul_001_trains_like_lr_mul_1():
+    # A quick parent's mapping: lr_mul 0.01 with every step x 100 must be the lr_mul 1 network. The
+    # initial effective weights are the same draws, and after steps the two agree up to float rounding.
+    nets = []
+    for lr_mul, scale in ((1.0, 1.0), (0.01, 100.0)):
+        torch.manual_seed(0)
+        t = train.Trainer(modules.preset("tiny", mapping_lr_mul=lr_mul),
+                          tiny_cfg(style_mixing=0.0, mapping_lr_scale=scale), torch.device("cpu"))
+        torch.manual_seed(1)
+        for i in range(3):
+            t.train_step([torch.randn(4, 1, 4, 4)], 0, 1.0, lr=2e-3, iteration=i)
+        nets.append(t.G)
+    for a, b in zip(nets[0].mapping.layers, nets[1].mapping.layers):
+        torch.testing.assert_close(a.weight * a.weight_gain, b.weight * b.weight_gain, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(a.bias * a.bias_gain, b.bias * b.bias_gain, rtol=1e-3, atol=1e-4)
+    z = torch.randn(8, nets[0].z_dim)
+    torch.testing.assert_close(nets[0].mapping(z), nets[1].mapping(z), rtol=1e-3, atol=1e-4)
+
+
+def test_a_quick_parent_trains_its_mapping_at_lr_x1_and_its_children_at_001():
+    parse = train.build_parser().parse_args
+    model, parent = train.resolve_config(parse(["--class", "all", "--preset", "quick"]))
+    assert model.mapping_lr_mul == 0.01 and parent.mapping_lr_scale == 100.0
+    for cls in ("AD", "NC"):  # a from-scratch run keeps StyleGAN's rate
+        assert train.resolve_config(parse(["--class", cls, "--preset", "quick"]))[1].mapping_lr_scale == 1.0
+    assert train.resolve_config(parse(["--class", "all", "--preset", "full"]))[1].mapping_lr_scale == 1.0
+    assert train.resolve_config(parse(["--class", "all", "--preset", "quick", "--mapping-lr-scale", "1"]))[1] \
+        .mapping_lr_scale == 1.0
+    saved = types.SimpleNamespace(train_config=dataclasses.asdict(parent), model_config=model.to_dict())
+    child = parse(["--class", "AD", "--init-from", "runs/all/checkpoint.pt"])
+    child_model, child_cfg = train.child_config(child, saved)
+    assert child_model == model and child_cfg.mapping_lr_scale == 1.0 and child_cfg.class_name == "AD"
+    child = parse(["--class", "NC", "--init-from", "runs/all/checkpoint.pt", "--mapping-lr-scale", "0"])
+    assert train.child_config(child, saved)[1].mapping_lr_scale == 0.0
 
 
 def test_mapping_lr_scale_refuses_a_negative_value():
