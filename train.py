@@ -812,7 +812,7 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
     if not saved:
         base = dataclasses.asdict(TrainConfig())
         base.update(TRAIN_PRESETS[preset_name])
-        if args.class_name == "all":
+        if args.class_name == "all" and args.mapping_lr_mul is None:  # (a chosen lr_mul is taken as the rate)
             base.update(PARENT_PRESETS.get(preset_name, {}))
         base["resolution"] = modules.PRESETS[preset_name].resolution
     if saved and args.minutes is not None and args.minutes != saved.get("minutes"):

@@ -116,7 +116,8 @@ TRAIN_PRESETS: dict[str, dict] = {
 # children go back to the preset's values (train.child_config). quick: the parent's mapping network learns at
 # the synthesis layers' rate (StyleGAN's lr_mul 0.01, each Adam step x 100), its children's at 0.01 again. At
 # 0.01 a 7-minute parent's mapping moved 0.2-0.3%; trained, it beat the preset side by side on SWD in every
-# class and seed, with lower AD recall (docs/evaluation.md, round 16). From scratch it is untested.
+# class and seed, with lower AD recall (docs/evaluation.md, round 16). From scratch it is untested. Not applied
+# when --mapping-lr-mul is given (that flag then sets the rate itself).
 PARENT_PRESETS: dict[str, dict] = {"quick": dict(mapping_lr_scale=100.0)}
 
 

@@ -189,6 +189,9 @@ def test_a_quick_parent_trains_its_mapping_at_lr_x1_and_its_children_at_001():
     assert train.resolve_config(parse(["--class", "all", "--preset", "full"]))[1].mapping_lr_scale == 1.0
     assert train.resolve_config(parse(["--class", "all", "--preset", "quick", "--mapping-lr-scale", "1"]))[1] \
         .mapping_lr_scale == 1.0
+    # an explicit --mapping-lr-mul is the rate the user wants: no x100 on top of it
+    model_1, cfg_1 = train.resolve_config(parse(["--class", "all", "--preset", "quick", "--mapping-lr-mul", "1"]))
+    assert model_1.mapping_lr_mul == 1.0 and cfg_1.mapping_lr_scale == 1.0
     saved = types.SimpleNamespace(train_config=dataclasses.asdict(parent), model_config=model.to_dict())
     child = parse(["--class", "AD", "--init-from", "runs/all/checkpoint.pt"])
     child_model, child_cfg = train.child_config(child, saved)
