@@ -432,7 +432,7 @@ def test_lazy_gradient_penalty_every_k_steps_weighted_by_k(monkeypatch):
     real_gp = train.gradient_penalty
     monkeypatch.setattr(training, "gradient_penalty", lambda *a, **k: calls.append(1) or real_gp(*a, **k))
     seen_loss = []
-    monkeypatch.setattr(t, "_optimizer_step", lambda opt, net, loss, lr: seen_loss.append(loss.detach()))
+    monkeypatch.setattr(t, "_optimizer_step", lambda opt, net, loss, lr, scaled=None: seen_loss.append(loss.detach()))
     reals = [torch.randn(4, 1, 4, 4)]
     for it in range(6):
         t.train_step(reals, 0, 1.0, 1e-3, iteration=it)
