@@ -290,14 +290,11 @@ def fit_schedule(cfg: TrainConfig, max_step: int, images_seen: int, speed: dict[
     to the last fit's lengths: a phase that one slow spell squeezed to nothing gets its share back
     once the speed recovers. Every phase's length is written out per resolution, so the result
     stands on its own."""
-    plan, start = phases(max_step, cfg), 0.0
+    plan = phases(max_step, cfg)
     base = cfg.fit_base if len(cfg.fit_base) == len(plan) else [length for _, _, length in plan]
-    kimg = images_seen / 1000.0
-    for cur, (step, name, length) in enumerate(plan):
-        if kimg < start + length or cur == len(plan) - 1:
-            break
-        start += length
-    done = min(max(kimg - start, 0.0), plan[cur][2])
+    cur = schedule(images_seen, max_step, cfg).index  # the phase under way, with schedule's boundaries
+    name, start = plan[cur][1], sum(length for _, _, length in plan[:cur])
+    done = min(max(images_seen / 1000.0 - start, 0.0), plan[cur][2])
     fixed_cur = name == "fade" and done > 0  # a fade-in under way keeps its length
     fixed = (plan[cur][2] - done) * 1000 / speed[4 * 2 ** plan[cur][0]] if fixed_cur else 0.0
     # what is left of each phase, in the units of the plan before any fit

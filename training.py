@@ -300,6 +300,7 @@ class Trainer:
         # fused Adam: one kernel per step instead of a few per parameter (CPU and CUDA)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
+        self.mapping_params = list(self.G.mapping.parameters())  # their steps x cfg.mapping_lr_scale
         self.amp = resolve_amp(cfg.amp, device)
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
@@ -389,7 +390,7 @@ class Trainer:
         with self.autocast():
             loss_g = generator_loss(self.d_fwd(fake, step, alpha))
         self._optimizer_step(self.opt_g, self.G, loss_g, lr,
-                             scaled=(list(self.G.mapping.parameters()), cfg.mapping_lr_scale))
+                             scaled=(self.mapping_params, cfg.mapping_lr_scale))
         all_reduce_mean([self.G.mapping.w_avg], self.ranks)  # each rank saw its own z's
         self.G.requires_grad_(False)
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "gp": self.last_gp.detach(),
