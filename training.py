@@ -95,6 +95,7 @@ TRAIN_PRESETS: dict[str, dict] = {
     # so small batches there buy ~3x the updates for the same minutes; batch 8 beat 16, and 16 beat
     # 32, side by side at equal wall time in two seeds each (docs/evaluation.md, "Batch size"); at
     # 32 and 64 px batch 4 then beat 8 in two more seeds, with the EMA below (~20% fewer images).
+    # Batch 2 at 64 px lost in two seeds (SWD up, recall down to 0.44; docs/evaluation.md, rounds 18-19).
     # EMA half-life 0.25 kimg (~60 steps at batch 4): at lr 0.002 the weights move fast, and a
     # 1-kimg average of them blurred the samples; 0.25 beat 1.0 and 2.0 on one trajectory in two
     # seeds on SWD, precision and both biomarkers (docs/evaluation.md, "EMA half-life").
