@@ -745,6 +745,8 @@ def _schedule_flags(g) -> None:
     g.add_argument("--mapping-lr-scale", type=float, default=None,
                    help="each Adam step of the mapping network times this, on top of --mapping-lr-mul (0 freezes "
                         "it; default 1, and 100 for a quick parent: its mapping then learns at lr x1)")
+    g.add_argument("--critic-lr-scale", type=float, default=None,
+                   help="the critic's learning rate is --lr times this (two time-scale update rule; default 1)")
 
 
 def _architecture_flags(g) -> None:

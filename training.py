@@ -55,6 +55,7 @@ class TrainConfig:
     mixing_active_only: bool = False       # draw the crossover among the layers of the current resolution
     reset_adam: bool = False               # clear Adam's moments when a new resolution starts (ProGAN)
     mapping_lr_scale: float = 1.0          # each Adam step of the mapping network x this (on top of its lr_mul)
+    critic_lr_scale: float = 1.0           # the critic's Adam lr is lr x this (two time-scale update rule, TTUR)
     ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
     amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
@@ -83,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"--lr-rampdown (lr_rampdown) must be a fraction in [0, 1], got {self.lr_rampdown}")
         if self.mapping_lr_scale < 0:
             raise ValueError(f"--mapping-lr-scale (mapping_lr_scale) must be >= 0, got {self.mapping_lr_scale}")
+        if self.critic_lr_scale <= 0:
+            raise ValueError(f"--critic-lr-scale (critic_lr_scale) must be > 0, got {self.critic_lr_scale}")
         if self.gp_every < 1:
             raise ValueError(f"--gp-every (gp_every) must be at least 1, got {self.gp_every}")
 
@@ -383,7 +386,7 @@ class Trainer:
                     lambda x: self._critic_autocast(x, step, alpha), real, fake, eps,
                     grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
                 loss_d = loss_d + cfg.gp_lambda * cfg.gp_every * self.last_gp
-            self._optimizer_step(self.opt_d, self.D, loss_d, lr)
+            self._optimizer_step(self.opt_d, self.D, loss_d, lr * cfg.critic_lr_scale)
 
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)

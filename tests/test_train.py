@@ -205,6 +205,33 @@ def test_mapping_lr_scale_refuses_a_negative_value():
         tiny_cfg(mapping_lr_scale=-0.5)
 
 
+@pytest.mark.parametrize("scale", [1.0, 4.0, 0.5])
+def test_critic_lr_scale_multiplies_only_the_critics_step(scale):
+    # Adam's first step moves each weight with a gradient by about lr: --critic-lr-scale f makes the
+    # critic's step f * lr and leaves the generator's at lr (TTUR).
+    torch.manual_seed(0)
+    t = train.Trainer(modules.preset("tiny"), tiny_cfg(style_mixing=0.0, critic_lr_scale=scale),
+                      torch.device("cpu"))
+    d_before = [p.detach().clone() for p in t.D.parameters()]
+    conv = t.G.blocks[0][1].conv
+    g_before = conv.weight.clone()
+    t.train_step([torch.randn(4, 1, 4, 4)], 0, 1.0, lr=1e-3)
+    d_step = max((p - b).abs().max().item() for p, b in zip(t.D.parameters(), d_before))
+    assert d_step == pytest.approx(1e-3 * scale, rel=0.01)
+    assert (conv.weight - g_before).abs().max().item() == pytest.approx(1e-3, rel=0.01)
+    assert json.loads(json.dumps(dataclasses.asdict(t.cfg)))["critic_lr_scale"] == scale
+
+
+def test_critic_lr_scale_flag_reaches_the_config_and_refuses_zero():
+    cfg = train.resolve_config(train.build_parser().parse_args(
+        ["--class", "AD", "--preset", "tiny", "--critic-lr-scale", "2"]))[1]
+    assert cfg.critic_lr_scale == 2.0
+    assert train.resolve_config(train.build_parser().parse_args(["--class", "AD", "--preset", "tiny"]))[1] \
+        .critic_lr_scale == 1.0
+    with pytest.raises(ValueError, match="--critic-lr-scale"):
+        tiny_cfg(critic_lr_scale=0.0)
+
+
 # ----------------------------------------------------------------------------- runs
 
 @pytest.fixture(scope="module")
