@@ -747,6 +747,9 @@ def _schedule_flags(g) -> None:
                         "it; default 1, and 100 for a quick parent: its mapping then learns at lr x1)")
     g.add_argument("--critic-lr-scale", type=float, default=None,
                    help="the critic's learning rate is --lr times this (two time-scale update rule; default 1)")
+    g.add_argument("--freeze-critic", type=int, default=None, metavar="K",
+                   help="with --init-from: the critic's K highest resolutions keep the parent's weights (FreezeD; "
+                        "default 0)")
 
 
 def _architecture_flags(g) -> None:

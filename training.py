@@ -56,6 +56,7 @@ class TrainConfig:
     reset_adam: bool = False               # clear Adam's moments when a new resolution starts (ProGAN)
     mapping_lr_scale: float = 1.0          # each Adam step of the mapping network x this (on top of its lr_mul)
     critic_lr_scale: float = 1.0           # the critic's Adam lr is lr x this (two time-scale update rule, TTUR)
+    freeze_critic: int = 0                 # a child: its critic's k highest resolutions stay the parent's (FreezeD)
     ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
     amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
@@ -86,6 +87,10 @@ class TrainConfig:
             raise ValueError(f"--mapping-lr-scale (mapping_lr_scale) must be >= 0, got {self.mapping_lr_scale}")
         if self.critic_lr_scale <= 0:
             raise ValueError(f"--critic-lr-scale (critic_lr_scale) must be > 0, got {self.critic_lr_scale}")
+        if self.freeze_critic < 0:
+            raise ValueError(f"--freeze-critic (freeze_critic) must be >= 0, got {self.freeze_critic}")
+        if self.freeze_critic and not self.init_from:
+            raise ValueError("--freeze-critic keeps a parent's critic layers: use it with --init-from")
         if self.gp_every < 1:
             raise ValueError(f"--gp-every (gp_every) must be at least 1, got {self.gp_every}")
 
@@ -305,6 +310,11 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
         self.mapping_params = list(self.G.mapping.parameters())  # their steps x cfg.mapping_lr_scale
+        # FreezeD: the from-image layer and conv block of the critic's k highest resolutions never train (no
+        # gradient, so Adam skips them and the critic step's backward stops below them)
+        top = model_cfg.max_step
+        self.frozen_d = [p for s in range(max(top - cfg.freeze_critic + 1, 1), top + 1)
+                         for p in (*self.D.from_image[s].parameters(), *self.D.blocks[s].parameters())]
         self.amp = resolve_amp(cfg.amp, device)
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
@@ -369,6 +379,8 @@ class Trainer:
         cfg = self.cfg
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
+        for p in self.frozen_d:
+            p.requires_grad_(False)
         for j, real in enumerate(reals):
             n = real.shape[0]
             with torch.no_grad():

@@ -232,6 +232,32 @@ def test_critic_lr_scale_flag_reaches_the_config_and_refuses_zero():
         tiny_cfg(critic_lr_scale=0.0)
 
 
+def test_freeze_critic_keeps_the_top_resolutions_of_the_critic_and_trains_the_rest():
+    # FreezeD in a child: the 16-px from-image layer and block of the tiny critic keep their weights,
+    # the 8-px and 4-px layers and the generator train; 0 freezes nothing.
+    for k, frozen_steps in ((1, {2}), (2, {1, 2}), (0, set())):
+        torch.manual_seed(0)
+        t = train.Trainer(modules.preset("tiny"), tiny_cfg(style_mixing=0.0, freeze_critic=k, init_from="p.pt"),
+                          torch.device("cpu"))
+        before = {n: p.detach().clone() for n, p in t.D.named_parameters()}
+        for it in range(2):
+            t.train_step([torch.randn(4, 1, 16, 16)], 2, 1.0, lr=1e-3, iteration=it)
+        moved = {n for n, p in t.D.named_parameters() if not torch.equal(p, before[n])}
+        top = {n for n in before if n.split(".")[0] in ("from_image", "blocks") and int(n.split(".")[1]) in frozen_steps}
+        assert not moved & top and moved == set(before) - top - {"from_image.0.weight", "from_image.0.bias",
+                                                                 "from_image.1.weight", "from_image.1.bias"}
+        assert all(p.requires_grad is False for p in t.frozen_d) and len(t.frozen_d) == 6 * k
+
+
+def test_freeze_critic_is_refused_without_a_parent_and_below_zero(tmp_path, capsys):
+    with pytest.raises(ValueError, match="--freeze-critic.*--init-from"):
+        tiny_cfg(freeze_critic=1)
+    with pytest.raises(ValueError, match="--freeze-critic"):
+        tiny_cfg(freeze_critic=-1, init_from="p.pt")
+    assert train_main(["--class", "AD", "--out", tmp_path / "run", *TINY_TRAIN, "--freeze-critic", "1"]) == 2
+    assert "--freeze-critic" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------------------- runs
 
 @pytest.fixture(scope="module")
