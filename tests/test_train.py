@@ -224,10 +224,9 @@ def test_critic_lr_scale_multiplies_only_the_critics_step(scale):
 
 
 def test_critic_lr_scale_flag_reaches_the_config_and_refuses_zero():
-    cfg = train.resolve_config(train.build_parser().parse_args(
-        ["--class", "AD", "--preset", "tiny", "--critic-lr-scale", "2"]))[1]
-    assert cfg.critic_lr_scale == 2.0
     parse = train.build_parser().parse_args
+    assert train.resolve_config(parse(["--class", "AD", "--preset", "tiny", "--critic-lr-scale", "2"]))[1] \
+        .critic_lr_scale == 2.0
     assert train.resolve_config(parse(["--class", "AD", "--preset", "tiny"]))[1].critic_lr_scale == 1.0
     assert train.resolve_config(parse(["--class", "AD", "--preset", "full"]))[1].critic_lr_scale == 1.0
     for cls in ("AD", "all"):  # the quick preset's TTUR, in a parent and from scratch
