@@ -34,15 +34,17 @@ from torch.utils.flop_counter import flop_registry
 import core
 import dataset
 import modules
+import train
 import training
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 
 
 def make_trainer(preset: str, batch: int, precision: str, channels_last: bool,
-                 device: torch.device, seed: int = 0) -> training.Trainer:
-    """A Trainer exactly as train.py builds it for this preset and precision."""
-    model_cfg = modules.preset(preset)
+                 device: torch.device, seed: int = 0, model: dict | None = None) -> training.Trainer:
+    """A Trainer exactly as train.py builds it for this preset and precision (`model`: ModelConfig overrides,
+    as train.py's --channels / --critic-channels give them)."""
+    model_cfg = modules.preset(preset, **(model or {}))
     cfg = training.TrainConfig(**{**training.TRAIN_PRESETS[preset], "preset": preset,
                                "resolution": model_cfg.resolution, "seed": seed,
                                "amp": PRECISIONS[precision], "channels_last": channels_last})
@@ -124,8 +126,8 @@ def _interleaved_medians(fns, iters: int, warmup: int, device: torch.device) -> 
 
 def bench_resolution(preset: str, res: int, batch: int, precision: str, channels_last: bool,
                      device: torch.device, slices: dataset.SliceSet, iters: int, warmup: int,
-                     penalty_path: str = "fast") -> dict:
-    trainer = make_trainer(preset, batch, precision, channels_last, device)
+                     penalty_path: str = "fast", model: dict | None = None) -> dict:
+    trainer = make_trainer(preset, batch, precision, channels_last, device, model=model)
     trainer.penalty_path = penalty_path == "fast"
     step = int(res).bit_length() - 3
     alpha = 0.5 if step > 0 else 1.0
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--penalty-path", choices=["fast", "plain"], default="fast",
                    help="the gradient penalty's critic call: train.py's path (fast) or plain F.conv2d, "
                         "whose double backward is ATen's (for comparing the two on your hardware)")
+    p.add_argument("--critic-channels", type=train._res_map(int), default=None, metavar="RES:C,...",
+                   help="the critic's width at these resolutions, as train.py's flag (e.g. 64:16)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per resolution (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     core.add_threads_flag(p)
@@ -195,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         device = core.choose_device(args.device)
     except core.UserError as e:
         p.error(str(e))
-    model_cfg = modules.preset(args.preset)
+    model = {"critic_channels": args.critic_channels} if args.critic_channels is not None else {}
+    try:
+        model_cfg = modules.preset(args.preset, **model)
+    except ValueError as e:
+        p.error(f"--critic-channels: {e}")
     res_list = args.res or [r for r in model_cfg.resolutions if r <= 64]
     bad = [r for r in res_list if r not in model_cfg.resolutions]
     if bad:
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         for res in res_list:
             batch = training.TRAIN_PRESETS[args.preset]["batch"][res] if args.batch == "train" else args.batch
             row = bench_resolution(args.preset, res, batch, precision, cl, device,
-                                   slices, args.iters, args.warmup, args.penalty_path)
+                                   slices, args.iters, args.warmup, args.penalty_path, model)
             print(json.dumps(row), flush=True)
     return 0
 

@@ -50,6 +50,7 @@ class ModelConfig:
     w_avg_beta: float = 0.995         # decay of the running average of w (truncation trick)
     image_channels: int = 1           # 1 = grayscale MRI
     channels: dict[int, int] = field(default_factory=dict)  # feature width per resolution
+    critic_channels: dict[int, int] = field(default_factory=dict)  # the critic's widths where they differ
     mbstd_group: int = 4              # minibatch-stddev group size of the critic
     noise_max_res: int | None = None  # noise inputs only up to this resolution (None = at every one)
     skip_output: bool = False         # sum the upsampled to-image outputs of all resolutions (StyleGAN2's
@@ -58,11 +59,20 @@ class ModelConfig:
     def __post_init__(self):
         # JSON turns int keys into strings; accept both.
         self.channels = {int(k): int(v) for k, v in self.channels.items()}
+        self.critic_channels = {int(k): int(v) for k, v in self.critic_channels.items()}
         if self.resolution < 4 or self.resolution & (self.resolution - 1):
             raise ValueError(f"resolution must be a power of two >= 4, got {self.resolution}")
         missing = [r for r in self.resolutions if r not in self.channels]
         if missing:
             raise ValueError(f"channels has no width for resolution(s) {missing}")
+        extra = sorted(set(self.critic_channels) - set(self.resolutions))
+        if extra:
+            raise ValueError(f"critic_channels names resolution(s) {extra}, not among {self.resolutions}")
+
+    @property
+    def critic_widths(self) -> dict[int, int]:
+        """The critic's feature width per resolution: `channels`, with `critic_channels` where given."""
+        return {**self.channels, **self.critic_channels}
 
     @property
     def max_step(self) -> int:
@@ -109,11 +119,17 @@ def preset(name: str, **overrides) -> ModelConfig:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     d = PRESETS[name].to_dict()
     overrides = dict(overrides)
-    chans = {**d["channels"], **{int(k): int(v) for k, v in overrides.pop("channels", {}).items()}}
     r = overrides.get("resolution", d["resolution"])
+
+    def widths(given) -> dict[int, int]:  # one number = that width at every resolution up to r
+        if isinstance(given, int):
+            return {4 * 2 ** s: given for s in range(int(math.log2(max(r, 4))) - 1)}
+        return {int(k): int(v) for k, v in given.items()}
+    chans = {**d["channels"], **widths(overrides.pop("channels", {}))}
     while max(chans) < r:  # extend by halving, so a larger size is still well-defined
         chans[max(chans) * 2] = max(8, chans[max(chans)] // 2)
     d["channels"] = {k: v for k, v in chans.items() if k <= r}
+    d["critic_channels"] = {**d["critic_channels"], **widths(overrides.pop("critic_channels", {}))}
     d.update(overrides)
     return ModelConfig.from_dict(d)
 
@@ -440,7 +456,7 @@ class Critic(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.max_step = cfg.max_step
-        ch = cfg.channels
+        ch = cfg.critic_widths
         self.from_image = nn.ModuleList(EqualConv2d(cfg.image_channels, ch[r], 1) for r in cfg.resolutions)
         # blocks[s] maps resolution 4*2**s to half of it (s >= 1); blocks[0] is unused (final block instead)
         self.blocks = nn.ModuleList([nn.Identity()] + [

@@ -755,6 +755,8 @@ def _schedule_flags(g) -> None:
 def _architecture_flags(g) -> None:
     g.add_argument("--channels", type=_res_map(int), default=None,
                    help="feature width per resolution in both networks, like 4:64,8:64,16:64,32:32,64:16")
+    g.add_argument("--critic-channels", type=_res_map(int), default=None, metavar="RES:C,...",
+                   help="the critic's width at these resolutions (others as --channels), like 64:16")
     g.add_argument("--noise-max-res", type=_noise_res, default=None,
                    help="noise inputs only up to this resolution, or 'all'")
     g.add_argument("--skip-output", action=argparse.BooleanOptionalAction, default=None,
@@ -779,7 +781,7 @@ def _speed_and_output_flags(g) -> None:
     g.add_argument("--demo-count", type=int, default=None, help="demo-set images per class")
 
 
-MODEL_FLAGS = ("channels", "noise_max_res", "skip_output", "mapping_lr_mul")  # ModelConfig fields set by flags
+MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "skip_output", "mapping_lr_mul")  # ModelConfig fields set by flags
 
 
 def _noise_res(text: str) -> int | str:
@@ -850,7 +852,7 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
         else:
             model_cfg = modules.preset(preset_name, resolution=base["resolution"], **base["model"])
     except ValueError as e:
-        raise RunError(f"--resolution/--channels: {e}") from None
+        raise RunError(f"--resolution/--channels/--critic-channels: {e}") from None
     try:
         cfg = TrainConfig(**base)
     except ValueError as e:
