@@ -67,7 +67,8 @@ class ModelConfig:
             raise ValueError(f"channels has no width for resolution(s) {missing}")
         extra = sorted(set(self.critic_channels) - set(self.resolutions))
         if extra:
-            raise ValueError(f"critic_channels names resolution(s) {extra}, not among {self.resolutions}")
+            raise ValueError(f"critic_channels names resolution(s) {extra}, not among this model's "
+                             f"{self.resolutions}; give the critic's widths for those only")
 
     @property
     def critic_widths(self) -> dict[int, int]:

@@ -444,6 +444,24 @@ def test_preset_merges_channel_overrides():
     assert preset("tiny", resolution=32).channels[32] == 8  # extended by halving, floor 8
     with pytest.raises(ValueError, match="channels"):
         ModelConfig(resolution=8, channels={4: 8})
+    assert preset("tiny", channels=12).channels == {4: 12, 8: 12, 16: 12}  # one number: every resolution
+
+
+def test_critic_channels_widen_only_the_critic_and_survive_a_checkpoint(tmp_path):
+    base, cfg = preset("tiny"), preset("tiny", critic_channels={16: 12})
+    assert cfg.channels == base.channels and cfg.critic_widths == {**base.channels, 16: 12}
+    g, d = Generator(cfg), Critic(cfg)
+    # the generator is untouched; the critic's 16-px from-image and first conv are 12 wide, its second conv
+    # maps 12 channels down to the 8-px width
+    assert modules.count_parameters(g) == modules.count_parameters(Generator(base))
+    assert d.from_image[2].weight.shape == (12, 1, 1, 1)
+    assert d.blocks[2][0].weight.shape == (12, 12, 3, 3)
+    assert d.blocks[2][1].weight.shape == (base.channels[8], 12, 3, 3)
+    assert d(torch.randn(3, 1, 16, 16), step=2, alpha=0.5).shape == (3,)
+    again = ModelConfig.from_dict({**cfg.to_dict(), "critic_channels": {"16": 12}})  # JSON's string keys
+    assert again == cfg and Critic(again).blocks[2][0].weight.shape == (12, 12, 3, 3)
+    with pytest.raises(ValueError, match=r"critic_channels names resolution\(s\) \[64\]"):
+        preset("tiny", critic_channels={64: 16})
 
 
 def test_sample_is_the_one_way_from_seeds_to_images(nets, cfg):
