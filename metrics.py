@@ -300,15 +300,23 @@ def relative_difference(value: float, reference: float) -> float | None:
     return (value - reference) / reference if reference != 0 else None
 
 
+BIOMARKER_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
 def biomarker_comparison(generated, real_train, real_test) -> dict:
     """One biomarker's per-image values of the generated images against the real training slices, beside the
-    floor (held-out reals against the same training slices): means and SDs, Wasserstein-1 distances, and the
-    generated mean's error relative to the training mean."""
+    floor (held-out reals against the same training slices): means and SDs, Wasserstein-1 distances, the
+    generated mean's error relative to the training mean, and each set's quantiles (`BIOMARKER_QUANTILES`,
+    numpy's linear interpolation): a mean can fall short because every value is small or because the upper
+    tail is missing, and only the quantiles tell which."""
     gen, train, test = mean_sd(generated), mean_sd(real_train), mean_sd(real_test)
+    sets = {"generated": generated, "real_train": real_train, "real_test": real_test}
     return {"generated": gen, "real_train": train, "real_test": test,
             "wasserstein": wasserstein1(generated, real_train),
             "wasserstein_floor": wasserstein1(real_test, real_train),
-            "relative_error": relative_difference(gen["mean"], train["mean"])}
+            "relative_error": relative_difference(gen["mean"], train["mean"]),
+            "quantiles": {"at": list(BIOMARKER_QUANTILES),
+                          **{k: np.quantile(_values(v), BIOMARKER_QUANTILES).tolist() for k, v in sets.items()}}}
 
 
 def cohens_d(a, b) -> float:

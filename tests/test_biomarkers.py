@@ -102,7 +102,13 @@ def test_wasserstein1_is_zero_for_identical_samples_and_the_shift_for_a_shifted_
 def test_biomarker_comparison_layout_and_values():
     train = np.array([0.1, 0.2, 0.3, 0.4])
     r = metrics.biomarker_comparison(train * 1.5, train, train.copy())
-    assert set(r) == {"generated", "real_train", "real_test", "wasserstein", "wasserstein_floor", "relative_error"}
+    assert set(r) == {"generated", "real_train", "real_test", "wasserstein", "wasserstein_floor", "relative_error",
+                      "quantiles"}
+    # quantiles by linear interpolation: the median of 0.1..0.4 is 0.25, the 90th percentile 0.1 + 0.9 * 3 * 0.1
+    q = r["quantiles"]
+    assert q["at"] == [0.1, 0.25, 0.5, 0.75, 0.9]
+    assert q["real_train"][2] == pytest.approx(0.25) and q["real_train"][4] == pytest.approx(0.37)
+    assert q["generated"] == pytest.approx([1.5 * v for v in q["real_train"]]) and q["real_test"] == q["real_train"]
     assert r["real_train"] == {"mean": pytest.approx(0.25), "sd": pytest.approx(np.std(train, ddof=1))}
     assert r["relative_error"] == pytest.approx(0.5) and r["wasserstein_floor"] == 0
     assert r["wasserstein"] == pytest.approx(0.125)  # every value moved up by half of itself: mean 0.125
