@@ -754,7 +754,8 @@ def _schedule_flags(g) -> None:
 
 def _architecture_flags(g) -> None:
     g.add_argument("--channels", type=_res_map(int), default=None,
-                   help="feature width per resolution in both networks, like 4:64,8:64,16:64,32:32,64:16")
+                   help="feature width in both networks: one number (every resolution's) or per resolution like "
+                        "4:64,8:64,16:64,32:32,64:16 (the others keep the preset's)")
     g.add_argument("--critic-channels", type=_res_map(int), default=None, metavar="RES:C,...",
                    help="the critic's width at these resolutions (others as --channels), like 64:16")
     g.add_argument("--noise-max-res", type=_noise_res, default=None,
