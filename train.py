@@ -746,7 +746,7 @@ def _schedule_flags(g) -> None:
                    help="each Adam step of the mapping network times this, on top of --mapping-lr-mul (0 freezes "
                         "it; default 1, and 100 for a quick parent: its mapping then learns at lr x1)")
     g.add_argument("--critic-lr-scale", type=float, default=None,
-                   help="the critic's learning rate is --lr times this (two time-scale update rule; default 1)")
+                   help="the critic's learning rate is --lr times this (two time-scale update rule; quick: 3, else 1)")
     g.add_argument("--freeze-critic", type=int, default=None, metavar="K",
                    help="with --init-from: the critic's K highest resolutions keep the parent's weights (FreezeD; "
                         "default 0)")

@@ -111,10 +111,12 @@ TRAIN_PRESETS: dict[str, dict] = {
     # 8): with --minutes the same wall time then buys about a third more 64-px images; it beat the flat schedule
     # at 14 CPU-minutes in two seeds (SWD 0.83x and 0.82x, ventricle W1 and precision better in both,
     # CSF W1 slightly worse in both; docs/evaluation.md, "A top-heavy schedule").
-    # Critic lr x2 (TTUR, --critic-lr-scale 2): in the paired demo recipe it beat lr x1 side by side in two seeds
-    # (SWD 0.81-0.93x in all four class-seed pairs, precision, both biomarker means and mean fidelity better in
-    # both; NC fidelity alone lower in both; docs/evaluation.md, rounds 24-25). Untested at the full preset's scale.
-    "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=16, ema_kimg=0.25, lr=0.002, critic_lr_scale=2.0,
+    # Critic lr x3 (TTUR, --critic-lr-scale): in the paired demo recipe x2 beat x1 side by side in two seeds
+    # (SWD 0.81-0.93x in all four class-seed pairs, precision, both biomarker means and mean fidelity better;
+    # rounds 24-25), x4 lost SWD to x2 in all four (rounds 28-29), and x3 beat x2 in two seeds (SWD 0.91-0.98x
+    # in all four, recall and 7 of 8 biomarker means better; precision and fidelity a little lower; rounds
+    # 34-35, docs/evaluation.md). Untested at the full preset's scale.
+    "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=16, ema_kimg=0.25, lr=0.002, critic_lr_scale=3.0,
                   stable_kimg_by_res={4: 4, 8: 4, 16: 5}, fade_kimg_by_res={8: 4, 16: 5},
                   batch={4: 64, 8: 64, 16: 8, 32: 4, 64: 4},
                   ckpt_every_kimg=5, log_every=1, plot_every=200),

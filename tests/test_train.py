@@ -196,7 +196,7 @@ def test_a_quick_parent_trains_its_mapping_at_lr_x1_and_its_children_at_001():
     child = parse(["--class", "AD", "--init-from", "runs/all/checkpoint.pt"])
     child_model, child_cfg = train.child_config(child, saved)
     assert child_model == model and child_cfg.mapping_lr_scale == 1.0 and child_cfg.class_name == "AD"
-    assert child_cfg.critic_lr_scale == parent.critic_lr_scale == 2.0  # the critic's TTUR rate carries over
+    assert child_cfg.critic_lr_scale == parent.critic_lr_scale == 3.0  # the critic's TTUR rate carries over
     child = parse(["--class", "NC", "--init-from", "runs/all/checkpoint.pt", "--mapping-lr-scale", "0"])
     assert train.child_config(child, saved)[1].mapping_lr_scale == 0.0
 
@@ -230,7 +230,7 @@ def test_critic_lr_scale_flag_reaches_the_config_and_refuses_zero():
     assert train.resolve_config(parse(["--class", "AD", "--preset", "tiny"]))[1].critic_lr_scale == 1.0
     assert train.resolve_config(parse(["--class", "AD", "--preset", "full"]))[1].critic_lr_scale == 1.0
     for cls in ("AD", "all"):  # the quick preset's TTUR, in a parent and from scratch
-        assert train.resolve_config(parse(["--class", cls, "--preset", "quick"]))[1].critic_lr_scale == 2.0
+        assert train.resolve_config(parse(["--class", cls, "--preset", "quick"]))[1].critic_lr_scale == 3.0
     assert train.resolve_config(parse(["--class", "AD", "--preset", "quick", "--critic-lr-scale", "1"]))[1] \
         .critic_lr_scale == 1.0
     with pytest.raises(ValueError, match="--critic-lr-scale"):
