@@ -219,7 +219,8 @@ def shared_encoder(tmp_path_factory):
     return str(tmp_path_factory.mktemp("encoder") / "encoder.pt")
 
 
-BIOMARKER_KEYS = {"generated", "real_train", "real_test", "wasserstein", "wasserstein_floor", "relative_error"}
+BIOMARKER_KEYS = {"generated", "real_train", "real_test", "wasserstein", "wasserstein_floor", "relative_error",
+                  "quantiles"}
 
 
 def real_biomarkers(class_name: str, res: int = 16, demo_count: int = 48) -> dict:
@@ -253,6 +254,8 @@ def test_two_checkpoints_compare_the_classes(tiny_run, nc_twin, shared_encoder, 
         for c in ("AD", "NC"):
             b = reports[c]["biomarkers"][name]
             assert set(b) == BIOMARKER_KEYS and set(b["generated"]) == {"mean", "sd"}
+            # the median of the training slices, recomputed here (torch.quantile interpolates as numpy does)
+            assert b["quantiles"]["real_train"][2] == pytest.approx(real[c][name].double().quantile(0.5).item())
             assert b["real_train"]["mean"] == pytest.approx(real[c][name].mean().item())
         # the real difference is that of the two classes' real training slices, computed here independently
         assert d["real"]["difference"] == pytest.approx((real["AD"][name].mean() - real["NC"][name].mean()).item())
