@@ -81,7 +81,7 @@ class ModelConfig:
 
     @property
     def resolutions(self) -> list[int]:
-        return [4 * 2 ** s for s in range(self.max_step + 1)]
+        return resolutions_up_to(self.resolution)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +90,11 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolutions_up_to(resolution: int) -> list[int]:
+    """4, 8, ... up to `resolution` (a power of two >= 4)."""
+    return [4 * 2 ** s for s in range(int(math.log2(resolution)) - 1)]
 
 
 def _widths(resolution: int, top: int) -> dict[int, int]:
@@ -124,7 +129,7 @@ def preset(name: str, **overrides) -> ModelConfig:
 
     def widths(given) -> dict[int, int]:  # one number = that width at every resolution up to r
         if isinstance(given, int):
-            return {4 * 2 ** s: given for s in range(int(math.log2(max(r, 4))) - 1)}
+            return dict.fromkeys(resolutions_up_to(max(r, 4)), given)
         return {int(k): int(v) for k, v in given.items()}
     chans = {**d["channels"], **widths(overrides.pop("channels", {}))}
     while max(chans) < r:  # extend by halving, so a larger size is still well-defined

@@ -782,7 +782,8 @@ def _speed_and_output_flags(g) -> None:
     g.add_argument("--demo-count", type=int, default=None, help="demo-set images per class")
 
 
-MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "skip_output", "mapping_lr_mul")  # ModelConfig fields set by flags
+# ModelConfig fields set by flags
+MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "skip_output", "mapping_lr_mul")
 
 
 def _noise_res(text: str) -> int | str:
