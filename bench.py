@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--penalty-path", choices=["fast", "plain"], default="fast",
                    help="the gradient penalty's critic call: train.py's path (fast) or plain F.conv2d, "
                         "whose double backward is ATen's (for comparing the two on your hardware)")
+    p.add_argument("--channels", type=train._res_map(int), default=None, metavar="C or RES:C,...",
+                   help="feature width in both networks, as train.py's flag (e.g. 64:16)")
     p.add_argument("--critic-channels", type=train._res_map(int), default=None, metavar="RES:C,...",
                    help="the critic's width at these resolutions, as train.py's flag (e.g. 64:16)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per resolution (median reported)")
@@ -199,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         device = core.choose_device(args.device)
     except core.UserError as e:
         p.error(str(e))
-    model = {"critic_channels": args.critic_channels} if args.critic_channels is not None else {}
+    model = {k: v for k, v in (("channels", args.channels), ("critic_channels", args.critic_channels))
+             if v is not None}
     try:
         model_cfg = modules.preset(args.preset, **model)
     except ValueError as e:
-        p.error(f"--critic-channels: {e}")
+        p.error(f"--channels / --critic-channels: {e}")
     res_list = args.res or [r for r in model_cfg.resolutions if r <= 64]
     bad = [r for r in res_list if r not in model_cfg.resolutions]
     if bad:

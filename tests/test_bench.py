@@ -101,3 +101,22 @@ def test_bf16_and_fp32_steps_from_the_same_state_give_close_losses():
         a, b = out["fp32"][key].item(), out["bf16"][key].item()
         assert b == pytest.approx(a, rel=0.05, abs=0.05), key
     assert out["bf16"]["gp"].item() == pytest.approx(out["fp32"]["gp"].item(), rel=0.1, abs=0.02)
+
+
+def test_width_flags_change_the_timed_networks(capsys):
+    """--channels and --critic-channels build the networks train.py would: narrower layers at 16x16
+    mean fewer FLOPs per image, the generator's and the critic's apart."""
+    flops = {}
+    for name, extra in {"preset": [], "both": ["--channels", "16:4"],
+                        "critic": ["--critic-channels", "16:4"]}.items():
+        assert bench.main(["--preset", "tiny", "--res", "16", "--precision", "fp32", "--iters", "1",
+                           "--warmup", "0", "--batch", "4", *extra]) == 0
+        (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        flops[name] = row["gflop_per_image"]
+    assert flops["both"] < flops["critic"] < flops["preset"]
+
+
+def test_bad_width_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--preset", "tiny", "--critic-channels", "64:16"])
+    assert e.value.code == 2 and "--critic-channels" in capsys.readouterr().err
