@@ -764,6 +764,8 @@ def _architecture_flags(g) -> None:
                    help="sum the upsampled to-image outputs of every resolution (StyleGAN2's skip generator)")
     g.add_argument("--mapping-lr-mul", type=float, default=None,
                    help="learning-rate multiplier of the mapping network (StyleGAN: 0.01)")
+    g.add_argument("--mbstd-group", type=int, default=None, metavar="N",
+                   help="the critic's minibatch-stddev group size (default 4; at most the batch is used)")
 
 
 def _speed_and_output_flags(g) -> None:
@@ -783,7 +785,7 @@ def _speed_and_output_flags(g) -> None:
 
 
 # ModelConfig fields set by flags
-MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "skip_output", "mapping_lr_mul")
+MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "skip_output", "mapping_lr_mul", "mbstd_group")
 
 
 def _noise_res(text: str) -> int | str:
@@ -854,7 +856,7 @@ def resolve_config(args: argparse.Namespace, saved: dict | None = None,
         else:
             model_cfg = modules.preset(preset_name, resolution=base["resolution"], **base["model"])
     except ValueError as e:
-        raise RunError(f"--resolution/--channels/--critic-channels: {e}") from None
+        raise RunError(f"--resolution/--channels/--critic-channels/--mbstd-group: {e}") from None
     try:
         cfg = TrainConfig(**base)
     except ValueError as e:

@@ -335,7 +335,8 @@ def test_bad_flags_exit_non_zero(tmp_path, capsys):
     assert str(tmp_path / "missing") in err
     assert train_main(["--class", "AD", "--out", tmp_path / "r2", "--resolution", "24", *TINY_TRAIN]) == 2
     capsys.readouterr()
-    for flag, value in (("--gp-every", "0"), ("--lr-rampdown", "1.5"), ("--critic-channels", "64:16")):
+    for flag, value in (("--gp-every", "0"), ("--lr-rampdown", "1.5"), ("--critic-channels", "64:16"),
+                        ("--mbstd-group", "0")):
         assert train_main(["--class", "AD", "--out", tmp_path / "r3", *TINY_TRAIN, flag, value]) == 2
         err = capsys.readouterr().err
         assert flag in err and "Traceback" not in err and not (tmp_path / "r3").exists()
@@ -610,11 +611,12 @@ def test_quick_schedule_is_top_heavy_and_one_number_still_sets_every_phase():
 def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     out = tmp_path / "arch"
     assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--channels", "16:12", "--noise-max-res", "8",
-                     "--critic-channels", "16:10", "--skip-output", "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2",
+                     "--critic-channels", "16:10", "--skip-output", "--mbstd-group", "1", "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2",
                      "--stop-kimg", "0.064"]) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     mc = state["model_config"]
     assert mc["channels"][16] == 12 and mc["noise_max_res"] == 8 and mc["skip_output"] is True
+    assert mc["mbstd_group"] == 1
     assert mc["critic_channels"] == {16: 10} and state["critic"]["from_image.2.weight"].shape[0] == 10
     assert state["train_config"]["stable_kimg_by_res"] == {4: 0.032, 8: 0.016}
     assert state["step"] == 1  # 0.064 kimg = 4x4 (0.032) and part of the 8x8 fade
