@@ -66,7 +66,7 @@ class ModelConfig:
         if missing:
             raise ValueError(f"channels has no width for resolution(s) {missing}")
         if self.mbstd_group < 1:
-            raise ValueError(f"mbstd_group (the minibatch-stddev group size) must be at least 1, got {self.mbstd_group}")
+            raise ValueError(f"mbstd_group (minibatch-stddev group size) must be at least 1, got {self.mbstd_group}")
         extra = sorted(set(self.critic_channels) - set(self.resolutions))
         if extra:
             raise ValueError(f"critic_channels names resolution(s) {extra}, not among this model's "

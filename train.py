@@ -765,7 +765,8 @@ def _architecture_flags(g) -> None:
     g.add_argument("--mapping-lr-mul", type=float, default=None,
                    help="learning-rate multiplier of the mapping network (StyleGAN: 0.01)")
     g.add_argument("--mbstd-group", type=int, default=None, metavar="N",
-                   help="the critic's minibatch-stddev group size (default 4; at most the batch is used)")
+                   help="the critic's minibatch-stddev group size (default: the preset's, 4 in quick and full; "
+                        "a batch it does not divide uses the largest size below it that does)")
 
 
 def _speed_and_output_flags(g) -> None:

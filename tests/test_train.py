@@ -611,7 +611,8 @@ def test_quick_schedule_is_top_heavy_and_one_number_still_sets_every_phase():
 def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     out = tmp_path / "arch"
     assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--channels", "16:12", "--noise-max-res", "8",
-                     "--critic-channels", "16:10", "--skip-output", "--mbstd-group", "1", "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2",
+                     "--critic-channels", "16:10", "--skip-output", "--mbstd-group", "1",
+                     "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2",
                      "--stop-kimg", "0.064"]) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     mc = state["model_config"]
