@@ -34,7 +34,6 @@ from torch.utils.flop_counter import flop_registry
 import core
 import dataset
 import modules
-import train
 import training
 
 PRECISIONS = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
@@ -186,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--penalty-path", choices=["fast", "plain"], default="fast",
                    help="the gradient penalty's critic call: train.py's path (fast) or plain F.conv2d, "
                         "whose double backward is ATen's (for comparing the two on your hardware)")
-    p.add_argument("--channels", type=train._res_map(int), default=None, metavar="C or RES:C,...",
+    p.add_argument("--channels", type=core.res_map(int), default=None, metavar="C or RES:C,...",
                    help="feature width in both networks, as train.py's flag (e.g. 64:16)")
-    p.add_argument("--critic-channels", type=train._res_map(int), default=None, metavar="RES:C,...",
+    p.add_argument("--critic-channels", type=core.res_map(int), default=None, metavar="RES:C,...",
                    help="the critic's width at these resolutions, as train.py's flag (e.g. 64:16)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per resolution (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")

@@ -175,6 +175,16 @@ def choose_device(arg: str | None = None) -> torch.device:
     return device
 
 
+def res_map(kind):
+    """An argparse type: one value ('16', every resolution's), or per resolution ('32:32,64:16' -> {32: 32, 64: 16})."""
+    def parse(text: str):
+        if ":" not in text:
+            return kind(text)
+        return {int(k): kind(v) for k, v in (item.split(":") for item in text.split(","))}
+    parse.__name__ = f"{kind.__name__} or RES:{kind.__name__},..."
+    return parse
+
+
 def add_threads_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice); on a busy machine 1 can be much faster")

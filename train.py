@@ -713,10 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _schedule_flags(g) -> None:
-    g.add_argument("--stable-kimg", type=_res_map(float), default=None,
+    g.add_argument("--stable-kimg", type=core.res_map(float), default=None,
                    help="images per stabilisation phase: one number (every resolution's) or per resolution "
                         "like 4:2,8:4 (the others keep the preset's)")
-    g.add_argument("--fade-kimg", type=_res_map(float), default=None,
+    g.add_argument("--fade-kimg", type=core.res_map(float), default=None,
                    help="images per fade-in phase: one number (every resolution's) or per resolution like "
                         "8:2,16:4")
     g.add_argument("--final-kimg", type=float, default=None, help="stabilisation at the final resolution")
@@ -726,7 +726,7 @@ def _schedule_flags(g) -> None:
                    help="fit the schedule to this many minutes of wall time on this machine: a short speed "
                         "probe per resolution, then every phase's kimg scaled by one factor (saved in "
                         "config.json; a resumed run keeps it)")
-    g.add_argument("--batch", type=_res_map(int), default=None,
+    g.add_argument("--batch", type=core.res_map(int), default=None,
                    help="global batch size, one number or per resolution like 4:64,8:64,16:32")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate of both networks")
     g.add_argument("--lr-rampdown", type=float, default=None,
@@ -753,10 +753,10 @@ def _schedule_flags(g) -> None:
 
 
 def _architecture_flags(g) -> None:
-    g.add_argument("--channels", type=_res_map(int), default=None,
+    g.add_argument("--channels", type=core.res_map(int), default=None,
                    help="feature width in both networks: one number (every resolution's) or per resolution like "
                         "4:64,8:64,16:64,32:32,64:16 (the others keep the preset's)")
-    g.add_argument("--critic-channels", type=_res_map(int), default=None, metavar="RES:C,...",
+    g.add_argument("--critic-channels", type=core.res_map(int), default=None, metavar="RES:C,...",
                    help="the critic's width at these resolutions (others as --channels), like 64:16")
     g.add_argument("--noise-max-res", type=_noise_res, default=None,
                    help="noise inputs only up to this resolution, or 'all'")
@@ -796,15 +796,6 @@ def _noise_res(text: str) -> int | str:
     if value < 4:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a resolution >= 4 nor 'all'")
     return value
-
-
-def _res_map(kind):
-    def parse(text: str):
-        if ":" not in text:
-            return kind(text)
-        return {int(k): kind(v) for k, v in (item.split(":") for item in text.split(","))}
-    parse.__name__ = f"{kind.__name__} or RES:{kind.__name__},..."
-    return parse
 
 
 def resolve_config(args: argparse.Namespace, saved: dict | None = None,

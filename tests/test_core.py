@@ -129,3 +129,12 @@ def test_demo_seed_is_the_data_seed_else_the_run_seed():
     assert core.demo_seed({"seed": 3, "data_seed": 0}) == 0  # 0 is a seed, not "unset"
     assert core.demo_seed(training.TrainConfig(seed=2, data_seed=7)) == 7
     assert core.demo_seed(training.TrainConfig(seed=2)) == 2
+
+
+def test_res_map_parses_one_value_or_per_resolution_values():
+    parse = core.res_map(int)
+    assert parse("16") == 16
+    assert parse("32:32,64:16") == {32: 32, 64: 16}
+    assert core.res_map(float)("4:7,32:0.5") == {4: 7.0, 32: 0.5}
+    with pytest.raises(ValueError):
+        parse("64:wide")
