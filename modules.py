@@ -53,6 +53,7 @@ class ModelConfig:
     critic_channels: dict[int, int] = field(default_factory=dict)  # the critic's widths where they differ
     mbstd_group: int = 4              # minibatch-stddev group size of the critic
     noise_max_res: int | None = None  # noise inputs only up to this resolution (None = at every one)
+    noise_min_res: int = 4            # noise inputs only from this resolution up (4 = at every one)
     skip_output: bool = False         # sum the upsampled to-image outputs of all resolutions (StyleGAN2's
                                       # skip generator); False = only the newest one (ProGAN / StyleGAN1)
 
@@ -65,6 +66,8 @@ class ModelConfig:
         missing = [r for r in self.resolutions if r not in self.channels]
         if missing:
             raise ValueError(f"channels has no width for resolution(s) {missing}")
+        if self.noise_min_res < 4:
+            raise ValueError(f"noise_min_res must be a resolution >= 4, got {self.noise_min_res}")
         if self.mbstd_group < 1:
             raise ValueError(f"mbstd_group (minibatch-stddev group size) must be at least 1, got {self.mbstd_group}")
         extra = sorted(set(self.critic_channels) - set(self.resolutions))
@@ -307,7 +310,7 @@ class StyledLayer(nn.Module):
     """(optional 2x upsample) -> conv 3x3 -> noise -> LeakyReLU -> AdaIN(w).
 
     With conv=False (the first layer, on the learned constant) the conv is skipped; with
-    noise=False the layer has no noise input (ModelConfig.noise_max_res).
+    noise=False the layer has no noise input (ModelConfig.noise_min_res, noise_max_res).
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
@@ -355,7 +358,7 @@ class Generator(nn.Module):
         self.to_image = nn.ModuleList()
         for s, res in enumerate(cfg.resolutions):
             cin, cout = cfg.channels[res // 2] if s else c4, cfg.channels[res]
-            noise = cfg.noise_max_res is None or res <= cfg.noise_max_res
+            noise = res >= cfg.noise_min_res and (cfg.noise_max_res is None or res <= cfg.noise_max_res)
             self.blocks.append(nn.ModuleList([
                 StyledLayer(cin, cout, cfg.w_dim, res, seed=2 * s, conv=s > 0, upsample=s > 0, noise=noise),
                 StyledLayer(cout, cout, cfg.w_dim, res, seed=2 * s + 1, noise=noise),

@@ -760,6 +760,9 @@ def _architecture_flags(g) -> None:
                    help="the critic's width at these resolutions (others as --channels), like 64:16")
     g.add_argument("--noise-max-res", type=_noise_res, default=None,
                    help="noise inputs only up to this resolution, or 'all'")
+    g.add_argument("--noise-min-res", type=_min_res, default=None, metavar="RES",
+                   help="noise inputs only from this resolution up (default 4: every one; 8 = none on the 4x4 "
+                        "constant, so the coarse layout comes from w alone)")
     g.add_argument("--skip-output", action=argparse.BooleanOptionalAction, default=None,
                    help="sum the upsampled to-image outputs of every resolution (StyleGAN2's skip generator)")
     g.add_argument("--mapping-lr-mul", type=float, default=None,
@@ -786,7 +789,8 @@ def _speed_and_output_flags(g) -> None:
 
 
 # ModelConfig fields set by flags
-MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "skip_output", "mapping_lr_mul", "mbstd_group")
+MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "noise_min_res", "skip_output", "mapping_lr_mul",
+               "mbstd_group")
 
 
 def _noise_res(text: str) -> int | str:
@@ -795,6 +799,13 @@ def _noise_res(text: str) -> int | str:
     value = int(text)
     if value < 4:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a resolution >= 4 nor 'all'")
+    return value
+
+
+def _min_res(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 4 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a resolution (a power of two >= 4)")
     return value
 
 
