@@ -418,6 +418,28 @@ def test_skip_output_sums_upsampled_images_and_fades_in_continuously():
                                    F.interpolate(prev, scale_factor=2, mode="bilinear", align_corners=False))
 
 
+def test_noise_min_res_removes_noise_inputs_below_it():
+    cfg = preset("tiny", noise_min_res=8)
+    g = Generator(cfg).eval()
+    assert [layer.noise is None for block in g.blocks for layer in block] == [True, True, False, False, False, False]
+    for block in g.blocks:  # make every remaining noise input count
+        for layer in block:
+            if layer.noise is not None:
+                layer.noise.weight.data.fill_(1.0)
+    z = torch.randn(2, cfg.z_dim)
+    torch.manual_seed(1)
+    a = g(z, step=0, noise_mode="random")
+    torch.manual_seed(2)
+    b = g(z, step=0, noise_mode="random")
+    torch.testing.assert_close(a, b)  # the 4x4 image is w's alone
+    torch.manual_seed(2)
+    assert not torch.allclose(a[:, :, :1, :1], g(z, step=1, noise_mode="random")[:, :, :1, :1])  # 8x8 noise counts
+    with pytest.raises(ValueError, match="noise_min_res"):
+        preset("tiny", noise_min_res=2)
+    old = {k: v for k, v in preset("tiny").to_dict().items() if k != "noise_min_res"}
+    assert ModelConfig.from_dict(old).noise_min_res == 4  # a config saved before the option: noise everywhere
+
+
 def test_noise_max_res_removes_noise_inputs_above_it():
     cfg = preset("tiny", noise_max_res=4)
     g = Generator(cfg)

@@ -340,6 +340,9 @@ def test_bad_flags_exit_non_zero(tmp_path, capsys):
         assert train_main(["--class", "AD", "--out", tmp_path / "r3", *TINY_TRAIN, flag, value]) == 2
         err = capsys.readouterr().err
         assert flag in err and "Traceback" not in err and not (tmp_path / "r3").exists()
+    with pytest.raises(SystemExit) as e:  # not a power of two: argparse's usage error, naming the flag
+        train.main(["--class", "AD", "--out", str(tmp_path / "r4"), *map(str, TINY_TRAIN), "--noise-min-res", "6"])
+    assert e.value.code == 2 and "--noise-min-res" in capsys.readouterr().err and not (tmp_path / "r4").exists()
 
 
 def _weights(path):
@@ -610,13 +613,16 @@ def test_quick_schedule_is_top_heavy_and_one_number_still_sets_every_phase():
 @pytest.mark.slow
 def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     out = tmp_path / "arch"
-    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--channels", "16:12", "--noise-max-res", "8",
+    assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--channels", "16:12", "--noise-max-res", "16",
+                     "--noise-min-res", "8",
                      "--critic-channels", "16:10", "--skip-output", "--mbstd-group", "1",
                      "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2",
                      "--stop-kimg", "0.064"]) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     mc = state["model_config"]
-    assert mc["channels"][16] == 12 and mc["noise_max_res"] == 8 and mc["skip_output"] is True
+    assert mc["channels"][16] == 12 and mc["noise_max_res"] == 16 and mc["skip_output"] is True
+    assert mc["noise_min_res"] == 8 and "blocks.0.0.noise.weight" not in state["generator"]
+    assert "blocks.1.0.noise.weight" in state["generator"]
     assert mc["mbstd_group"] == 1
     assert mc["critic_channels"] == {16: 10} and state["critic"]["from_image.2.weight"].shape[0] == 10
     assert state["train_config"]["stable_kimg_by_res"] == {4: 0.032, 8: 0.016}
