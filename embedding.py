@@ -10,7 +10,9 @@ networks, so where their outputs fall relative to each other says nothing about 
 When both generators were fine-tuned from one parent (train.py --init-from), a thin line joins
 each seed's AD and NC w, and tsne_visualization.csv gets w_distance_to_partner, their distance
 in W: how far fine-tuning moved the two children's w of one z apart (not whether the classes
-were learned, which the image plot shows).
+were learned, which the image plot shows). The note under the plot and the printout say how much
+of each generator's variety w steers at all (sampling.noise_share): the rest comes from the noise
+inputs, which W does not contain.
 
 tsne_images.png, the plot to read: generated AD and NC images (the seeds predict.py uses)
 and real AD and NC training slices (--data, default the demo set) in one feature space:
@@ -86,7 +88,7 @@ def image_table(args, gens: dict, seeds: list[int]) -> tuple[dict, torch.Tensor,
     cols = {"group": [], "label": [], "id": [], "subject": []}
     pixels, sources = [], []
     for cls, g in gens.items():
-        img = modules.to_uint8(modules.sample(g, seeds, noise_mode="const"))
+        img = modules.to_uint8(modules.sample(g, seeds, noise_mode="random"))  # predict.py's images of these seeds
         pixels.append(metrics.pixels(img, max_res=res))  # area-downsampled, as SliceSet.at_resolution
         cols["group"] += ["generated"] * len(seeds)
         cols["label"] += [cls] * len(seeds)
@@ -139,7 +141,7 @@ def scatter(path: str, xy: np.ndarray, groups: list[tuple[str, np.ndarray, dict]
     ax.set(title=title, xlabel=f"{axis} 1", ylabel=f"{axis} 2", xticks=[], yticks=[])
     ax.legend(loc="best", fontsize=9)
     fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.11 if lines else 0.09, 1, 1))
+    fig.tight_layout(rect=(0, 0.13 if lines else 0.11, 1, 1))
     core.save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return lines
@@ -164,8 +166,11 @@ def w_embedding(args, gens: dict, seeds: list[int], prefix: str, paired: bool = 
     marks = {"AD": dict(s=46, facecolors="none", edgecolors=COLOURS["AD"], linewidths=1.2),  # rings around
              "NC": dict(s=14, c=COLOURS["NC"])}                                                # dots: both visible
     n = len(seeds)
+    steered = {cls: 1 - sampling.noise_share(g, seed=args.seed)["total"] for cls, g in gens.items()}
     what = (f"The same {n} z (seeds {seeds[0]}-{seeds[-1]}) through each class's own mapping network to w "
-            f"({w.shape[1]}-d); {len(w)} points; {how}. ")
+            f"({w.shape[1]}-d); {len(w)} points; {how}. w steers "
+            + " / ".join(f"{v:.0%}" for v in steered.values()) + f" ({' / '.join(steered)}) of the samples' pixel "
+            "variance, the noise inputs the rest, which no plot of W can show. ")
     if paired:
         distance = np.linalg.norm(w[:n] - w[n:], axis=1)
         note = (what + "Both generators were fine-tuned from one parent, so a line joins each seed's AD and NC w: "
@@ -182,7 +187,9 @@ def w_embedding(args, gens: dict, seeds: list[int], prefix: str, paired: bool = 
     if paired:
         rows = (row + [f"{d:.6f}"] for row, d in zip(rows, np.tile(distance, 2)))
     write_csv(f"{path}.csv", ["x", "y", "label", "seed"] + ["w_distance_to_partner"] * paired, rows)
-    print(f"{path}.png, .csv: {len(w)} w vectors ({how})")
+    print(f"{path}.png, .csv: {len(w)} w vectors ({how}); w steers "
+          + ", ".join(f"{cls} {v:.0%}" for cls, v in steered.items()) + " of the samples' pixel variance "
+          "(sampling.noise_share), the noise inputs the rest")
     if paired:
         print(f"children of one parent: {lines} lines join each seed's AD and NC w; distance in W median "
               f"{np.median(distance):.3g}, range {distance.min():.3g}-{distance.max():.3g}")

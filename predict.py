@@ -10,8 +10,11 @@
 Seed k always gives the same z (modules.latents_for_seeds), the z that train.py's sample
 grids use, so the default grid shows the latents of the training samples. --seed is one
 number k (consecutive seeds k, k+1, ...) or a list of numbers and ranges ("0-80",
-"3,7,20-29"), used in order: the grid takes the first N*N, --n the first N. With the
-default constant noise an image depends on its seed alone, byte for byte, in every run.
+"3,7,20-29"), used in order: the grid takes the first N*N, --n the first N. The noise inputs
+are drawn from torch seed k too (--noise random, the default), so an image depends on its seed
+alone, byte for byte, in every run. --noise const gives every image the checkpoint's one fixed
+noise map per layer instead: where the noise carries much of the variety (evaluate.py's noise
+share: most of it in the quick demo's generators), such a grid repeats one brain's layout.
 --interpolate and --mix write their figures besides the grids (--grid 0 leaves the grids out).
 
 --pairs needs an AD and an NC generator fine-tuned from one parent (train.py --class all, then --init-from):
@@ -187,9 +190,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=parse_seeds, default=[0],
                    help="one start seed k (seeds k, k+1, ...) or a list such as 0-80 or 3,7,20-29 (default 0)")
     p.add_argument("--psi", type=float, default=1.0, help="truncation toward the average w (default 1 = none)")
-    p.add_argument("--noise", choices=["const", "random", "none"], default="const",
-                   help="per-layer noise: the checkpoint's fixed maps (default, reproducible), "
-                        "fresh noise seeded by the image's seed, or none")
+    p.add_argument("--noise", choices=["const", "random", "none"], default="random",
+                   help="per-layer noise: drawn from the image's own seed (default; reproducible, and the "
+                        "variety evaluate.py measures), the checkpoint's one fixed map for every image, or none")
     p.add_argument("--interpolate", type=int, nargs=2, metavar=("SEED_A", "SEED_B"),
                    help="also write <CLASS>_interpolation.png, a strip from SEED_A to SEED_B in W")
     p.add_argument("--frames", type=int, default=9, help="images in the interpolation strip (default 9)")

@@ -8,6 +8,7 @@ import time
 
 import core
 import dataset
+import sampling
 from evaldata import Candidate, Split
 from metrics import (KID_SUBSET_SIZE, KID_SUBSETS, KNN_K, MEMO_PERCENTILE, MIN_RES, MSSSIM_PAIRS, PIXEL_RES,
                      SWD_DIRS, SWD_PATCH, SWD_PATCHES, SWD_REPEATS, biomarker_comparison, class_difference,
@@ -50,6 +51,8 @@ def metrics_report(c: Candidate, split: Split, seed: int, counts: dict[str, int]
         "biomarkers": {name: biomarker_comparison(v["generated"], v["real_train"], v["real_test"])
                        for name, v in values.items()},
         "inception_fid": inception_fid,
+        # a generator's own property, not its images': how much of its variety w steers (None for --images)
+        "noise_share": sampling.noise_share(c.generator, seed=seed) if c.generator is not None else None,
         "memorization_png": png_path,
     }
 
@@ -134,6 +137,11 @@ def print_table(r: dict) -> None:
         print(f"{name + ', 90th percentile':<37} {q['generated'][k]:>10.4f} {q['real_test'][k]:>10.4f}  "
               f"near train {q['real_train'][k]:.4f}")
     print(f"{'Inception FID':<37} {inception[0]:>10} {inception[1]:>10}  {inception[2]}")
+    if r.get("noise_share"):
+        share = r["noise_share"]
+        print(f"variety carried by the noise inputs at fixed w: {sampling.noise_share_text(share)} of the pixel "
+              f"variance over {share['n_w']} w x {share['draws']} noise draws; w (truncation, interpolation, style "
+              f"mixing, the W plot) steers the other {1 - share['total']:.0%}")
 
 
 # ----------------------------------------------------------------------------- the class comparison

@@ -4,6 +4,7 @@
   batch; noise 'const' (the checkpoint's fixed maps, reproducible), 'random' (seeded by the image's seed) or 'none'.
 - `generate` (evaluate.py): many images in batches with random noise, as in training, from one torch seed.
 Both are modules.sample's two modes (train.py's sample grids use it too).
+- `noise_share` (evaluate.py, embedding.py): how much of the samples' variety the noise inputs carry rather than w.
 - `pair_images` (predict.py --pairs): the same seeds through two children of one parent (`load_pair`), the
   same z and the same noise in both: partners, the same anatomy under two diagnoses.
 
@@ -11,6 +12,7 @@ Seed k always gives the same latent z (modules.latents_for_seeds), the z of trai
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
@@ -93,3 +95,47 @@ def pair_images(gens: dict[str, modules.Generator], seeds, *, psi: float = 1.0, 
     by children); 'random' noise is seeded by the image's seed (batch None) or drawn in one stream from torch seed
     seeds[0] (batch B: B images per call, fast), the same draws for generators of one architecture."""
     return {cls: modules.sample(g, seeds, psi=psi, noise_mode=noise_mode, batch=batch) for cls, g in gens.items()}
+
+
+def _within_between(g: modules.Generator, seeds: range, draws: int, noise_seed: int) -> tuple[float, float]:
+    """Law of total variance over the images of `seeds`, each drawn with `draws` noise draws: the mean over
+    pixels of E_w[Var_noise] and of Var_w[E_noise] (the latter less the within part that a mean of `draws`
+    draws still holds, so that it estimates the variance of the noise-free mean)."""
+    x = torch.stack([modules.sample(g, seeds, batch=len(seeds), noise_seed=noise_seed + k).clamp(-1, 1).float()
+                     for k in range(draws)], dim=1)  # (n, draws, C, R, R)
+    within = x.var(dim=1).mean().item()
+    between = x.mean(dim=1).var(dim=0).mean().item() - within / draws
+    return within, max(between, 0.0)
+
+
+@torch.no_grad()
+def noise_share(g: modules.Generator, n: int = 64, draws: int = 4, seed: int = 0) -> dict:
+    """How much of a generator's variety comes from its noise inputs rather than from w.
+
+    The same `n` latents (seeds seed..seed+n-1) are drawn `draws` times with fresh random noise; the pixel
+    variance across all these images splits into the part that changes with the noise at fixed w and the part
+    that changes with w (law of total variance). `total` is the noise's fraction. `by_resolution` repeats the
+    noise part with only that resolution's noise inputs on (the others' weights zeroed), over the same total: a
+    resolution whose noise draws the layout shows here (the parts need not add up exactly). W-space tools
+    (truncation, interpolation, style mixing, embedding.py's W plot) steer only the 1 - total part."""
+    seeds = range(seed, seed + n)
+    within, between = _within_between(g, seeds, draws, seed)
+    variance = within + between
+    out = {"total": within / variance if variance > 0 else 0.0, "by_resolution": {}, "n_w": n, "draws": draws}
+    layers = {res: [layer.noise for layer in block if layer.noise is not None]
+              for res, block in zip(g.cfg.resolutions[:g.max_step + 1], g.blocks)}
+    for res, noises in layers.items():
+        if noises and variance > 0:
+            alone = copy.deepcopy(g)
+            for other, block in zip(layers, alone.blocks):
+                for layer in block:
+                    if other != res and layer.noise is not None:
+                        layer.noise.weight.zero_()
+            out["by_resolution"][res] = _within_between(alone, seeds, draws, seed)[0] / variance
+    return out
+
+
+def noise_share_text(share: dict) -> str:
+    """One line for a table: the noise's share in all and per resolution."""
+    parts = ", ".join(f"{res} px {v:.0%}" for res, v in share["by_resolution"].items())
+    return f"{share['total']:.0%} ({parts})" if parts else f"{share['total']:.0%}"

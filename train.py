@@ -676,8 +676,9 @@ def _reduce_logged(pending: list[dict], ranks: Dist) -> tuple[dict[str, float], 
 
 def _write_samples(trainer: Trainer, seeds: range, phase: Phase, cfg: TrainConfig,
                    final: bool = False) -> None:
-    """A 9x9 grid of the EMA generator on seeds 0-80 (as predict.py) with its constant noise."""
-    imgs = modules.sample(trainer.G_ema, seeds, noise_mode="const", step=phase.step, alpha=1.0, batch=27)
+    """A 9x9 grid of the EMA generator on seeds 0-80 (predict.py's latents), its noise from one stream seeded
+    alike in every grid (not one fixed map for all 81: that would hide the variety the noise carries)."""
+    imgs = modules.sample(trainer.G_ema, seeds, noise_mode="random", step=phase.step, alpha=1.0, batch=27)
     name = "final" if final else f"{phase.index:02d}_{phase.resolution}px_{phase.name}"
     modules.save_image_grid(imgs, os.path.join(cfg.out, "samples", f"{name}.png"), nrow=9)
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 import embedding
 import modules
+import sampling
 from conftest import ROOT, one_line_error
 
 N, N_REAL, DEMO_COUNT = 6, 8, 20  # per class; the demo set has 10 slices per subject
@@ -54,6 +55,8 @@ def test_writes_both_plots_with_their_numbers(ckpts, tmp_path, capsys):
     assert summary["n_real"] == {"AD": N_REAL, "NC": N_REAL}
     out = capsys.readouterr().out
     assert "Nearest real slice of its own class: generated AD" in out
+    steered = {cls: 1 - sampling.noise_share(modules.load_generator(ckpts[cls]), seed=0)["total"] for cls in ckpts}
+    assert f"w steers AD {steered['AD']:.0%}, NC {steered['NC']:.0%} of the samples' pixel variance" in out
 
 
 def test_children_of_one_parent_are_joined_seed_by_seed(siblings, tmp_path, capsys):

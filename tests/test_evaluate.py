@@ -148,6 +148,10 @@ def test_cli_end_to_end_on_a_tiny_checkpoint(tiny_run, tmp_path, capsys):
     assert report["images_seen"] == torch.load(tiny_run, weights_only=True)["images_seen"]
     assert report["encoder"]["sha256"] == core.file_sha256(str(tmp_path / "encoder.pt"))
     assert report["inception_fid"]["skipped"]
+    share = report["noise_share"]  # the generator's own, recomputed here
+    assert set(share["by_resolution"]) == {"4", "8", "16"} and (share["n_w"], share["draws"]) == (64, 4)
+    assert share["total"] == pytest.approx(sampling.noise_share(modules.load_generator(str(tiny_run)))["total"])
+    assert "variety carried by the noise inputs at fixed w" in printed
     enc, _ = encoder.load_encoder(str(tmp_path / "encoder.pt"))  # its held-out accuracy, recomputed here
     for i, c in enumerate(core.CLASSES):
         held_out = evaldata.load_split("demo", c, 16, 48, 0).test.images
@@ -316,6 +320,7 @@ def test_images_from_a_folder_and_from_a_tensor_file(shared_encoder, tmp_path, c
         assert report["checkpoint"] is None and report["images"] == str(source.resolve())
         assert (report["class"], report["resolution"], report["n_generated"], report["data"]) == ("AD", 16, 20, "demo")
         assert report["images_seen"] is None and report["data_seed"] == 0 and report["demo_count"] == 48
+        assert report["noise_share"] is None  # images made elsewhere: no generator to ask
         assert set(report["biomarkers"]) == {"csf_fraction", "ventricle_fraction"}
         csf = report["biomarkers"]["csf_fraction"]
         assert csf["generated"]["mean"] == pytest.approx(dataset.csf_fraction(images).double().mean().item())

@@ -509,3 +509,4 @@ def test_sample_is_the_one_way_from_seeds_to_images(nets, cfg):
     assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is untouched
     torch.testing.assert_close(modules.sample(g, range(6), batch=4, noise_seed=11), a, rtol=0, atol=0)
     assert modules.sample(g, [1, 2], step=1, alpha=0.5, noise_mode="none").shape == (2, 1, 8, 8)
+

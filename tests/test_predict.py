@@ -65,18 +65,23 @@ def test_same_seed_same_bytes_other_seed_other_image(ckpts, tmp_path):
 def test_random_noise_is_seeded_by_the_image_seed(ckpts, tmp_path):
     for name, noise in [("const", "const"), ("r1", "random"), ("r2", "random")]:
         run(ckpts, tmp_path / name, "--noise", noise, "--grid", 3)
+    run(ckpts, tmp_path / "default", "--grid", 3)
     assert grid_bytes(tmp_path / "r1") == grid_bytes(tmp_path / "r2") != grid_bytes(tmp_path / "const")
+    assert grid_bytes(tmp_path / "default") == grid_bytes(tmp_path / "r1")  # random, seeded per image, by default
+    g = modules.load_generator(ckpts["AD"])
+    want = modules.to_uint8(modules.sample(g, [4], noise_mode="random"))[0, 0].numpy()  # seed 4: row 1, column 1
+    np.testing.assert_array_equal(cell(pixels(tmp_path / "default" / "AD_images.png"), 1, 1), want)
 
 
 def test_psi_zero_makes_every_cell_the_average_image(ckpts, tmp_path):
-    run(ckpts, tmp_path, "--psi", 0)
+    run(ckpts, tmp_path, "--psi", 0, "--noise", "const")  # one w and one noise map: one image
     grid = pixels(tmp_path / "AD_images.png")
     assert len({cell(grid, r, c).tobytes() for r in range(9) for c in range(9)}) == 1
     assert cell(grid, 0, 0).std() > 0  # an image, not a blank
 
 
 def test_interpolation_and_style_mixing(ckpts, tmp_path):
-    run(ckpts, tmp_path, "--interpolate", 4, 7, "--frames", 5, "--mix", "0-2", "5-6")
+    run(ckpts, tmp_path, "--interpolate", 4, 7, "--frames", 5, "--mix", "0-2", "5-6", "--noise", "const")
     grid = pixels(tmp_path / "AD_images.png")
     strip = pixels(tmp_path / "AD_interpolation.png")
     assert strip.shape == (CELL + BORDER, 5 * CELL + BORDER)
@@ -168,8 +173,8 @@ def test_pairs_rows_are_seeds_nc_ad_and_their_difference(siblings, tmp_path, cap
     assert atrophy.shape == (292, 636, 3) and predict.figure_size(2, 1, predict.MAP_PX) == (636, 292)
     assert (tmp_path / "AD_images.png").is_file() and (tmp_path / "NC_images.png").is_file()  # grids as always
     gens = {c: modules.load_generator(siblings[c]) for c in ("AD", "NC")}
-    want = {c: modules.to_uint8(modules.sample(g, [5, 6, 7], noise_mode="const"))[:, 0].numpy().astype(int)
-            for c, g in gens.items()}  # same z, same (constant) noise, one image at a time
+    want = {c: modules.to_uint8(modules.sample(g, [5, 6, 7], noise_mode="random"))[:, 0].numpy().astype(int)
+            for c, g in gens.items()}  # same z, same noise (seeded by the seed: the default), one image at a time
     diff = (want["AD"] - want["NC"]) / 255
     scale = np.abs(diff).max()
     assert 0 < scale < 1 and f"difference scale +-{scale:.3f}" in printed and "seeds 5..7" in printed
@@ -177,7 +182,7 @@ def test_pairs_rows_are_seeds_nc_ad_and_their_difference(siblings, tmp_path, cap
         for col, cls in enumerate(("NC", "AD")):
             assert np.abs(panel(fig, r, col) - want[cls][r][..., None]).max() <= 1, (r, cls)
         assert np.abs(panel(fig, r, 2) - diff_colours(diff[r], scale)).max() <= 2, r
-    many = {c: modules.to_uint8(modules.sample(g, range(5, 25), noise_mode="const", batch=100))[:, 0].numpy()
+    many = {c: modules.to_uint8(modules.sample(g, range(5, 25), noise_mode="random", batch=100))[:, 0].numpy()
             for c, g in gens.items()}
     mean = (many["AD"].astype(int) - many["NC"]).mean(0) / 255
     assert np.abs(panel(atrophy, 0, 1, predict.MAP_PX) - diff_colours(mean, np.abs(mean).max())).max() <= 2
