@@ -144,6 +144,10 @@ class Candidate:
               f"{time.perf_counter() - start:.1f} s")
         return fake
 
+    def noise_share(self, seed: int) -> dict | None:
+        """The generator's sampling.noise_share (None for given images: no generator to ask)."""
+        return None if self.generator is None else sampling.noise_share(self.generator, seed=seed)
+
 
 def checkpoint_candidate(path: str, data: str | None, demo_count: int | None,
                          device: str | torch.device = "cpu") -> Candidate:

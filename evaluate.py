@@ -187,7 +187,8 @@ def evaluate_one(c: Candidate, args: argparse.Namespace, out: str, split: Split,
                             nrow=len(closest))
     counts = dict(n_generated=n, n_compared=m, n_reference=m, n_real_train=len(train_all), n_real_test=len(test_all))
     fid = inception_fid(inception, ref, {"generated": fake[:m], "real_test": test}, device)
-    r = report.metrics_report(c, split, args.seed, counts, enc_info, columns, values, fid, png_path)
+    r = report.metrics_report(c, split, args.seed, counts, enc_info, columns, values, fid, png_path,
+                              c.noise_share(args.seed))
     r["elapsed_seconds"] = round(time.perf_counter() - start, 1)
     print_table(r)
     write_json(r, json_path)

@@ -33,10 +33,10 @@ def settings(res: int, m: int) -> dict:
 
 
 def metrics_report(c: Candidate, split: Split, seed: int, counts: dict[str, int], enc_info: dict, columns: dict,
-                   values: dict, inception_fid: dict, png_path: str) -> dict:
+                   values: dict, inception_fid: dict, png_path: str, noise_share: dict | None) -> dict:
     """metrics.json of one candidate. counts: n_generated, n_compared, n_reference, n_real_train, n_real_test;
     columns: "generated" and "real_test" -> metrics.metrics_of numbers; values: dataset.biomarker_values of the
-    generated images and the real train and test slices."""
+    generated images and the real train and test slices; noise_share: Candidate.noise_share."""
     return {
         "checkpoint": os.path.abspath(c.checkpoint) if c.checkpoint else None, "images": c.images_path,
         "class": c.class_name, "images_seen": c.images_seen, "resolution": c.resolution, "seed": seed,
@@ -51,8 +51,7 @@ def metrics_report(c: Candidate, split: Split, seed: int, counts: dict[str, int]
         "biomarkers": {name: biomarker_comparison(v["generated"], v["real_train"], v["real_test"])
                        for name, v in values.items()},
         "inception_fid": inception_fid,
-        # a generator's own property, not its images': how much of its variety w steers (None for --images)
-        "noise_share": sampling.noise_share(c.generator, seed=seed) if c.generator is not None else None,
+        "noise_share": noise_share,  # the generator's own, not its images': how much of its variety w steers
         "memorization_png": png_path,
     }
 

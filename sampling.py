@@ -122,16 +122,14 @@ def noise_share(g: modules.Generator, n: int = 64, draws: int = 4, seed: int = 0
     within, between = _within_between(g, seeds, draws, seed)
     variance = within + between
     out = {"total": within / variance if variance > 0 else 0.0, "by_resolution": {}, "n_w": n, "draws": draws}
-    layers = {res: [layer.noise for layer in block if layer.noise is not None]
-              for res, block in zip(g.cfg.resolutions[:g.max_step + 1], g.blocks)}
-    for res, noises in layers.items():
-        if noises and variance > 0:
-            alone = copy.deepcopy(g)
-            for other, block in zip(layers, alone.blocks):
-                for layer in block:
-                    if other != res and layer.noise is not None:
-                        layer.noise.weight.zero_()
-            out["by_resolution"][res] = _within_between(alone, seeds, draws, seed)[0] / variance
+    noisy = [res for res, block in zip(g.cfg.resolutions, g.blocks) if any(layer.noise is not None for layer in block)]
+    for res in noisy if variance > 0 else []:
+        alone = copy.deepcopy(g)
+        for other, block in zip(g.cfg.resolutions, alone.blocks):
+            for layer in block:
+                if other != res and layer.noise is not None:
+                    layer.noise.weight.zero_()
+        out["by_resolution"][res] = _within_between(alone, seeds, draws, seed)[0] / variance
     return out
 
 
