@@ -461,11 +461,19 @@ class MinibatchStdDev(nn.Module):
 
 class Critic(nn.Module):
     """Progressive WGAN critic: from-image 1x1 per resolution, conv blocks with 2x2
-    average-pool downsampling, fade-in by alpha, minibatch stddev, scalar score."""
+    average-pool downsampling, fade-in by alpha, minibatch stddev, scalar score.
 
-    def __init__(self, cfg: ModelConfig):
+    fp32_epilogue: under autocast, the epilogue (minibatch stddev, the 4x4 conv and the two
+    dense layers) still computes in fp32, and so does the score. It costs little (4x4 maps)
+    and keeps the score exact: in bf16 a score near 100 is rounded to a step of 0.5, and the
+    output bias's gradient (-1/N per real, +1/N per fake, + drift * D/N) rounds to its
+    first two terms, which cancel. StyleGAN2-ADA likewise keeps its low resolutions in fp32.
+    """
+
+    def __init__(self, cfg: ModelConfig, fp32_epilogue: bool = True):
         super().__init__()
         self.cfg = cfg
+        self.fp32_epilogue = fp32_epilogue
         self.max_step = cfg.max_step
         ch = cfg.critic_widths
         self.from_image = nn.ModuleList(EqualConv2d(cfg.image_channels, ch[r], 1) for r in cfg.resolutions)
@@ -502,6 +510,12 @@ class Critic(nn.Module):
             x = self._block(s, x, input_grad_only)
             if s == step and alpha < 1.0:  # fade-in: blend with the downsampled image's path
                 x = torch.lerp(self._from_image(s - 1, downsample2x(img), input_grad_only), x, alpha)
+        if self.fp32_epilogue and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._epilogue(x.float(), input_grad_only)
+        return self._epilogue(x, input_grad_only)
+
+    def _epilogue(self, x: torch.Tensor, input_grad_only: bool) -> torch.Tensor:
         x = self.mbstd(x)
         x = F.leaky_relu(self.final_conv(x, input_grad_only), LRELU_SLOPE)
         x = F.leaky_relu(self.final_fc(x.flatten(1)), LRELU_SLOPE)

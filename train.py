@@ -779,6 +779,9 @@ def _speed_and_output_flags(g) -> None:
                         "else off)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout (default: on exactly when autocast is on)")
+    g.add_argument("--fp32-epilogue", action=argparse.BooleanOptionalAction, default=None,
+                   help="under autocast, keep the critic's last layers (minibatch stddev, 4x4 conv, dense) and its "
+                        "score in fp32 (default on; --no-fp32-epilogue autocasts them too, as runs did before)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 on a machine others are using)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the networks")

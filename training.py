@@ -61,6 +61,7 @@ class TrainConfig:
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
     amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 where native)
     channels_last: bool | None = None      # NHWC layout; None = on exactly when autocast is on
+    fp32_epilogue: bool = True             # under autocast the critic's epilogue and score stay fp32 (modules.Critic)
     compile: bool = False
     ckpt_every_kimg: float = 50.0          # rewrite checkpoint.pt this often (and at phase ends)
     log_every: int = 10                    # iterations per stats.jsonl line
@@ -305,7 +306,7 @@ class Trainer:
         self.model_cfg, self.cfg, self.device, self.ranks = model_cfg, cfg, device, ranks
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.G = Generator(model_cfg).to(device)
-        self.D = Critic(model_cfg).to(device)
+        self.D = Critic(model_cfg, fp32_epilogue=cfg.fp32_epilogue).to(device)
         self.G_ema = Generator(model_cfg).to(device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
 

@@ -165,8 +165,9 @@ def test_noise_is_scaled_by_weight_not_added():
 
 def test_bf16_autocast_keeps_activations_bf16(cfg):
     """Under bf16 autocast every layer after the first computes in bf16: an fp32 parameter
-    (the noise weight) must not promote the activations back to fp32."""
-    g, d = Generator(cfg), Critic(cfg)
+    (the noise weight) must not promote the activations back to fp32. (The critic's fp32
+    epilogue is switched off here; the next test checks it.)"""
+    g, d = Generator(cfg), Critic(cfg, fp32_epilogue=False)
     with torch.no_grad():
         for m in g.modules():
             if isinstance(m, NoiseInjection):
@@ -184,6 +185,29 @@ def test_bf16_autocast_keeps_activations_bf16(cfg):
     assert [dt for _, dt in seen[:2]] == [torch.float32, torch.float32]
     promoted = [name for name, dt in seen[2:] if dt != torch.bfloat16]
     assert not promoted and len(seen) > 10
+
+
+def test_critic_epilogue_and_score_stay_fp32_under_autocast(cfg):
+    """By default the critic's blocks run in bf16 under autocast and its epilogue (minibatch
+    stddev, 4x4 conv, dense layers) in fp32; the score matches the all-fp32 critic closely."""
+    torch.manual_seed(0)
+    d = Critic(cfg)
+    img = torch.randn(4, 1, cfg.resolution, cfg.resolution)
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.update({name: o.dtype}))
+             for name, m in d.named_modules() if isinstance(m, (EqualConv2d, EqualLinear, MinibatchStdDev))]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        score = d(img, cfg.max_step, 0.5)
+    for h in hooks:
+        h.remove()
+    assert score.dtype == torch.float32
+    epilogue = {"mbstd", "final_conv", "final_fc", "final_out"}
+    assert all(seen[n] == torch.float32 for n in epilogue)
+    body = [n for n in seen if n not in epilogue]
+    assert body and all(seen[n] == torch.bfloat16 for n in body)
+    with torch.no_grad():
+        exact = d(img, cfg.max_step, 0.5)
+    torch.testing.assert_close(score.detach(), exact, rtol=0.05, atol=0.05)
 
 
 def test_adain_at_init_is_instance_norm():

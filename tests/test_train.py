@@ -257,6 +257,24 @@ def test_freeze_critic_keeps_the_top_resolutions_of_the_critic_and_trains_the_re
         assert all(p.requires_grad is False for p in t.frozen_d) and len(t.frozen_d) == 6 * k
 
 
+def test_bf16_critic_output_bias_learns_only_with_the_fp32_epilogue():
+    # The critic's output bias gets -1/N per real and +1/N per fake, which cancel, plus the drift
+    # term 2 * drift * D/N. A bf16 score's gradient rounds that last term away (|D| << 1 at init),
+    # so without the fp32 epilogue the bias never moves; with it, it does, as in fp32.
+    moved = {}
+    for epilogue in (True, False):
+        torch.manual_seed(0)
+        t = train.Trainer(modules.preset("tiny"), tiny_cfg(amp="bf16", style_mixing=0.0, fp32_epilogue=epilogue),
+                          torch.device("cpu"))
+        assert t.D.fp32_epilogue is epilogue
+        before = t.D.final_out.bias.detach().clone()
+        for it in range(2):
+            losses = t.train_step([torch.randn(4, 1, 16, 16)], 2, 1.0, lr=1e-3, iteration=it)
+        assert losses["d_real"].dtype == torch.float32 and math.isfinite(losses["loss_d"].item())
+        moved[epilogue] = (t.D.final_out.bias - before).abs().item()
+    assert moved[True] > 1e-4 and moved[False] == 0.0
+
+
 def test_freeze_critic_is_refused_without_a_parent_and_below_zero(tmp_path, capsys):
     with pytest.raises(ValueError, match="--freeze-critic.*--init-from"):
         tiny_cfg(freeze_critic=1)
@@ -619,7 +637,7 @@ def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--channels", "16:12", "--noise-max-res", "16",
                      "--noise-min-res", "8",
                      "--critic-channels", "16:10", "--skip-output", "--mbstd-group", "1",
-                     "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2",
+                     "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2", "--no-fp32-epilogue",
                      "--stop-kimg", "0.064"]) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     mc = state["model_config"]
@@ -633,3 +651,4 @@ def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     assert train_main(["--class", "NC", "--out", out, "--resume", "--stop-kimg", "0.096", "--device", "cpu"]) == 0
     g = modules.load_generator(str(out / "checkpoint.pt"))
     assert g.cfg.channels[16] == 12 and g.cfg.skip_output
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]["fp32_epilogue"] is False
