@@ -775,8 +775,8 @@ def _architecture_flags(g) -> None:
 
 def _speed_and_output_flags(g) -> None:
     g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=None,
-                   help="mixed-precision autocast (default auto: bf16 where the GPU or CPU has native bf16, "
-                        "else off)")
+                   help="mixed-precision autocast (default auto: bf16 on a GPU with native bf16, else off; "
+                        "off on every CPU, where bf16 children of the quick recipe collapsed)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout (default: on exactly when autocast is on)")
     g.add_argument("--fp32-epilogue", action=argparse.BooleanOptionalAction, default=None,

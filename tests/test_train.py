@@ -21,9 +21,9 @@ from conftest import ROOT, TINY_TRAIN, train_main
 
 
 def tiny_cfg(**kw) -> train.TrainConfig:
-    # fp32 unless a test asks for autocast: --amp auto would pick bf16 on a CPU with AVX-512 BF16, where rounding
-    # blurs what these tests compare (an lr_mul 0.01 x 100 mapping against lr_mul 1; the critic's output bias,
-    # whose only gradient, the drift term's, is lost when bf16 rounds +1/N - 1/N + drift*D/N to 0)
+    # fp32 unless a test asks for autocast (--amp auto is fp32 on a CPU, but the tests should not depend on it):
+    # bf16 rounding blurs what they compare (an lr_mul 0.01 x 100 mapping against lr_mul 1; the critic's output
+    # bias, whose only gradient, the drift term's, bf16 rounds away unless the epilogue is fp32)
     base = {**train.TRAIN_PRESETS["tiny"], "preset": "tiny", "resolution": 16, "amp": "off", **kw}
     return train.TrainConfig(**base)
 
@@ -479,9 +479,11 @@ def test_amp_resolution(monkeypatch):
     cpu = torch.device("cpu")
     assert train.resolve_amp("off", cpu) == "off"
     assert train.resolve_amp("bf16", cpu) == "bf16"
-    for native, expected in ((True, "bf16"), (False, "off")):  # auto follows the hardware's flag
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    for native, expected in ((True, "bf16"), (False, "off")):  # on CUDA auto follows the hardware's flag,
         monkeypatch.setattr(training, "native_bf16", lambda device: native)
-        assert train.resolve_amp("auto", cpu) == expected
+        assert train.resolve_amp("auto", cuda) == expected
+        assert train.resolve_amp("auto", cpu) == "off"  # on a CPU it is fp32 even with native bf16
     monkeypatch.undo()
     with pytest.raises(train.RunError, match="--amp fp16 needs a CUDA device"):
         train.resolve_amp("fp16", cpu)
