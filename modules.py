@@ -466,8 +466,9 @@ class Critic(nn.Module):
     fp32_epilogue: under autocast, the epilogue (minibatch stddev, the 4x4 conv and the two
     dense layers) still computes in fp32, and so does the score. It costs little (4x4 maps)
     and keeps the score exact: in bf16 a score near 100 is rounded to a step of 0.5, and the
-    output bias's gradient (-1/N per real, +1/N per fake, + drift * D/N) rounds to its
-    first two terms, which cancel. StyleGAN2-ADA likewise keeps its low resolutions in fp32.
+    output bias's gradient (-1/N per real, +1/N per fake, + 2 drift D/N per real) rounds to
+    its first two terms, which cancel. StyleGAN2-ADA likewise keeps its low resolutions in
+    fp32. It did not stop bf16 collapses of the quick recipe (docs/evaluation.md, rounds 53-54).
     """
 
     def __init__(self, cfg: ModelConfig, fp32_epilogue: bool = True):

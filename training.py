@@ -290,7 +290,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     """'auto' becomes 'bf16' on a CUDA device with native bf16, else 'off' (fp32).
 
     Not bf16 on a CPU even where it is native (AVX-512 BF16): there 3 of 16 bf16 children of the
-    quick paired recipe collapsed (critic blown up, one blob per grid) against 0 of 13 in fp32,
+    quick paired recipe collapsed (critic blown up, one blob per grid) against 0 of 14 in fp32,
     for a gain of about 1.1x the images (docs/evaluation.md, rounds 50-54). --amp bf16 still asks for it.
     """
     if amp == "auto":
