@@ -39,6 +39,8 @@ CHECKPOINT_VERSION = 1
 
 # ----------------------------------------------------------------------------- config
 
+UPSAMPLE_MODES = ("bilinear", "nearest")  # ModelConfig.upsample
+
 @dataclass
 class ModelConfig:
     """Every architecture choice; saved in each checkpoint and rebuilt from it."""
@@ -56,6 +58,8 @@ class ModelConfig:
     noise_min_res: int = 4            # noise inputs only from this resolution up (4 = at every one)
     skip_output: bool = False         # sum the upsampled to-image outputs of all resolutions (StyleGAN2's
                                       # skip generator); False = only the newest one (ProGAN / StyleGAN1)
+    upsample: str = "bilinear"        # the generator's 2x upsampling: 'bilinear' (smooth) or 'nearest'
+                                      # (ProGAN's; the 3x3 conv after it decides how sharp edges stay)
 
     def __post_init__(self):
         # JSON turns int keys into strings; accept both.
@@ -68,6 +72,8 @@ class ModelConfig:
             raise ValueError(f"channels has no width for resolution(s) {missing}")
         if self.noise_min_res < 4:
             raise ValueError(f"noise_min_res must be a resolution >= 4, got {self.noise_min_res}")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
         if self.mbstd_group < 1:
             raise ValueError(f"mbstd_group (minibatch-stddev group size) must be at least 1, got {self.mbstd_group}")
         extra = sorted(set(self.critic_channels) - set(self.resolutions))
@@ -230,8 +236,10 @@ class PixelNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
 
-def upsample2x(x: torch.Tensor) -> torch.Tensor:
-    """Bilinear 2x upsampling (StyleGAN's choice over ProGAN's nearest neighbour)."""
+def upsample2x(x: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """2x upsampling: bilinear (StyleGAN's low-pass choice) or nearest neighbour (ProGAN's)."""
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=2, mode="nearest")
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
@@ -314,16 +322,17 @@ class StyledLayer(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 seed: int, conv: bool = True, upsample: bool = False, noise: bool = True):
+                 seed: int, conv: bool = True, upsample: bool = False, noise: bool = True,
+                 upsample_mode: str = "bilinear"):
         super().__init__()
-        self.upsample = upsample
+        self.upsample, self.upsample_mode = upsample, upsample_mode
         self.conv = EqualConv2d(in_channels, out_channels, 3) if conv else None
         self.noise = NoiseInjection(out_channels, resolution, seed) if noise else None
         self.adain = AdaIN(out_channels, w_dim)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         if self.upsample:
-            x = upsample2x(x)
+            x = upsample2x(x, self.upsample_mode)
         if self.conv is not None:
             x = self.conv(x)
         if self.noise is not None:
@@ -360,7 +369,8 @@ class Generator(nn.Module):
             cin, cout = cfg.channels[res // 2] if s else c4, cfg.channels[res]
             noise = res >= cfg.noise_min_res and (cfg.noise_max_res is None or res <= cfg.noise_max_res)
             self.blocks.append(nn.ModuleList([
-                StyledLayer(cin, cout, cfg.w_dim, res, seed=2 * s, conv=s > 0, upsample=s > 0, noise=noise),
+                StyledLayer(cin, cout, cfg.w_dim, res, seed=2 * s, conv=s > 0, upsample=s > 0, noise=noise,
+                            upsample_mode=cfg.upsample),
                 StyledLayer(cout, cout, cfg.w_dim, res, seed=2 * s + 1, noise=noise),
             ]))
             self.to_image.append(EqualConv2d(cout, cfg.image_channels, 1, gain=1.0))
@@ -402,12 +412,12 @@ class Generator(nn.Module):
                 out = self.to_image[s](x)
                 if s == step and fading:
                     out = out * alpha
-                img = out if img is None else upsample2x(img) + out
+                img = out if img is None else upsample2x(img, self.cfg.upsample) + out
         if self.cfg.skip_output:
             return img
         img = self.to_image[step](x)
         if prev is not None:  # fade-in: blend with the upsampled previous-resolution image
-            skip = upsample2x(self.to_image[step - 1](prev))
+            skip = upsample2x(self.to_image[step - 1](prev), self.cfg.upsample)
             img = torch.lerp(skip, img, alpha)
         return img
 

@@ -766,6 +766,8 @@ def _architecture_flags(g) -> None:
                         "constant, so the coarse layout comes from w alone)")
     g.add_argument("--skip-output", action=argparse.BooleanOptionalAction, default=None,
                    help="sum the upsampled to-image outputs of every resolution (StyleGAN2's skip generator)")
+    g.add_argument("--upsample", choices=list(modules.UPSAMPLE_MODES), default=None,
+                   help="the generator's 2x upsampling (default bilinear; nearest = ProGAN's, sharper edges)")
     g.add_argument("--mapping-lr-mul", type=float, default=None,
                    help="learning-rate multiplier of the mapping network (StyleGAN: 0.01)")
     g.add_argument("--mbstd-group", type=int, default=None, metavar="N",
@@ -794,7 +796,7 @@ def _speed_and_output_flags(g) -> None:
 
 # ModelConfig fields set by flags
 MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "noise_min_res", "skip_output", "mapping_lr_mul",
-               "mbstd_group")
+               "mbstd_group", "upsample")
 
 
 def _noise_res(text: str) -> int | str:

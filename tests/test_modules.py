@@ -534,3 +534,28 @@ def test_sample_is_the_one_way_from_seeds_to_images(nets, cfg):
     torch.testing.assert_close(modules.sample(g, range(6), batch=4, noise_seed=11), a, rtol=0, atol=0)
     assert modules.sample(g, [1, 2], step=1, alpha=0.5, noise_mode="none").shape == (2, 1, 8, 8)
 
+
+
+def test_nearest_upsampling_copies_pixels_and_is_used_by_the_whole_generator():
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    expected = torch.tensor([[[[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0],
+                               [3.0, 3.0, 4.0, 4.0], [3.0, 3.0, 4.0, 4.0]]]])
+    torch.testing.assert_close(modules.upsample2x(x, "nearest"), expected)
+    # bilinear (the default) blends neighbours: one pixel right of the corner is 0.75 * 1 + 0.25 * 2
+    assert modules.upsample2x(x)[0, 0, 0, 1].item() == pytest.approx(1.25)
+    cfg = preset("tiny", upsample="nearest")
+    torch.manual_seed(0)
+    g = Generator(cfg).eval()
+    assert all(block[0].upsample_mode == "nearest" for block in g.blocks[1:])
+    z = torch.randn(2, cfg.z_dim)
+    faded = g(z, step=1, alpha=0.0, noise_mode="const")  # the fade-in skip is upsampled the same way
+    prev = g(z, step=0, alpha=1.0, noise_mode="const")
+    torch.testing.assert_close(faded, prev.repeat_interleave(2, 2).repeat_interleave(2, 3))
+    # the same weights with bilinear upsampling draw a different image
+    bil = Generator(preset("tiny")).eval()
+    bil.load_state_dict(g.state_dict())
+    assert not torch.allclose(bil(z, noise_mode="const"), g(z, noise_mode="const"))
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        preset("tiny", upsample="bicubic")
+    old = {k: v for k, v in preset("tiny").to_dict().items() if k != "upsample"}
+    assert ModelConfig.from_dict(old).upsample == "bilinear"  # configs saved before the option
