@@ -767,7 +767,8 @@ def _architecture_flags(g) -> None:
     g.add_argument("--skip-output", action=argparse.BooleanOptionalAction, default=None,
                    help="sum the upsampled to-image outputs of every resolution (StyleGAN2's skip generator)")
     g.add_argument("--upsample", choices=list(modules.UPSAMPLE_MODES), default=None,
-                   help="the generator's 2x upsampling (default bilinear; nearest = ProGAN's, sharper edges)")
+                   help="the generator's 2x upsampling (default: the preset's, nearest in quick, bilinear in full and "
+                        "tiny; nearest = ProGAN's, sharper edges)")
     g.add_argument("--mapping-lr-mul", type=float, default=None,
                    help="learning-rate multiplier of the mapping network (StyleGAN: 0.01)")
     g.add_argument("--mbstd-group", type=int, default=None, metavar="N",

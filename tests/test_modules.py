@@ -559,3 +559,6 @@ def test_nearest_upsampling_copies_pixels_and_is_used_by_the_whole_generator():
         preset("tiny", upsample="bicubic")
     old = {k: v for k, v in preset("tiny").to_dict().items() if k != "upsample"}
     assert ModelConfig.from_dict(old).upsample == "bilinear"  # configs saved before the option
+    # the quick preset draws with nearest now; a quick checkpoint saved before that keeps its bilinear
+    quick_old = {k: v for k, v in preset("quick").to_dict().items() if k != "upsample"}
+    assert preset("quick").upsample == "nearest" and ModelConfig.from_dict(quick_old).upsample == "bilinear"
