@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", nargs="+", choices=sorted(PRECISIONS), default=["fp32", "bf16"],
                    help="fp32, or bf16/fp16 autocast (fp16 only on CUDA)")
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="NHWC layout; auto = on for bf16/fp16, off for fp32 (train.py's default)")
+                   help="NHWC layout; auto = train.py's default (on for bf16/fp16 and on a CPU, off for fp32 on a GPU)")
     p.add_argument("--penalty-path", choices=["fast", "plain"], default="fast",
                    help="the gradient penalty's critic call: train.py's path (fast) or plain F.conv2d, "
                         "whose double backward is ATen's (for comparing the two on your hardware)")
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--res {bad} not in the {args.preset} preset's resolutions {model_cfg.resolutions}")
     slices = dataset.load_slices(None, "AD", "train", max(res_list), demo_count=256)
     for precision in args.precision:
-        cl = {"on": True, "off": False, "auto": precision != "fp32"}[args.channels_last]
+        cl = {"on": True, "off": False}[args.channels_last] if args.channels_last != "auto" else \
+            training.default_channels_last(PRECISIONS[precision], device)
         for res in res_list:
             batch = training.TRAIN_PRESETS[args.preset]["batch"][res] if args.batch == "train" else args.batch
             row = bench_resolution(args.preset, res, batch, precision, cl, device,

@@ -289,7 +289,13 @@ class AdaIN(nn.Module):
         # ways and in every layout, on CPU.)
         scale = self.scale(w)[:, :, None, None]
         bias = self.bias(w)[:, :, None, None]
-        return scale * self.norm(x) + bias
+        y = self.norm(x)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # the native instance norm returns NCHW whatever its input; handing that to the next
+            # channels_last convolution costs a layout conversion there, forward and backward (the same
+            # values either way: measured at 64x64, the quick preset's fp32 CPU iteration ran 1.22x faster)
+            y = y.contiguous(memory_format=torch.channels_last)
+        return scale * y + bias
 
 
 class NoiseInjection(nn.Module):

@@ -781,7 +781,7 @@ def _speed_and_output_flags(g) -> None:
                    help="mixed-precision autocast (default auto: bf16 on a GPU with native bf16, else off; "
                         "off on every CPU, where bf16 children of the quick recipe collapsed)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout (default: on exactly when autocast is on)")
+                   help="NHWC memory layout (default: on under autocast and on a CPU; off for fp32 on a GPU)")
     g.add_argument("--fp32-epilogue", action=argparse.BooleanOptionalAction, default=None,
                    help="under autocast, keep the critic's last layers (minibatch stddev, 4x4 conv, dense) and its "
                         "score in fp32 (default on; --no-fp32-epilogue autocasts them too, as runs did before)")

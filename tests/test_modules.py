@@ -219,6 +219,25 @@ def test_adain_at_init_is_instance_norm():
     assert out.var(dim=(2, 3), unbiased=False).sub(1).abs().max() < 1e-3
 
 
+def test_adain_keeps_the_channels_last_layout_and_values():
+    """The native instance norm returns NCHW; AdaIN hands an NHWC input's result on as NHWC (no layout
+    conversion in the next convolution), with the same numbers as the NCHW path, forward and backward."""
+    torch.manual_seed(0)
+    ada = AdaIN(6, 8)
+    x = torch.randn(2, 6, 5, 5) * 3 + 1
+    w = torch.randn(2, 8)
+    x_nchw = x.clone().requires_grad_()
+    x_nhwc = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out_nchw, out_nhwc = ada(x_nchw, w), ada(x_nhwc, w)
+    assert out_nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert out_nchw.is_contiguous()
+    torch.testing.assert_close(out_nhwc, out_nchw)
+    g = torch.randn_like(out_nchw)
+    (out_nchw * g).sum().backward()
+    (out_nhwc * g).sum().backward()
+    torch.testing.assert_close(x_nhwc.grad, x_nchw.grad)
+
+
 def test_truncation_psi_zero_gives_w_avg(nets, cfg):
     g, _ = nets
     with torch.no_grad():

@@ -491,6 +491,12 @@ def test_amp_resolution(monkeypatch):
     assert t.channels_last and t.amp_dtype == torch.bfloat16  # NHWC follows autocast by default
     assert t.G.const.is_contiguous(memory_format=torch.channels_last)
     assert not train.Trainer(modules.preset("tiny"), tiny_cfg(amp="bf16", channels_last=False), cpu).channels_last
+    # fp32: NHWC on a CPU (faster there, docs/performance.md), NCHW on a GPU; an explicit choice wins
+    assert training.default_channels_last("off", cpu) and not training.default_channels_last("off", cuda)
+    assert training.default_channels_last("bf16", cuda) and training.default_channels_last("fp16", cuda)
+    t32 = train.Trainer(modules.preset("tiny"), tiny_cfg(amp="off"), cpu)
+    assert t32.channels_last and t32.amp_dtype is None
+    assert not train.Trainer(modules.preset("tiny"), tiny_cfg(amp="off", channels_last=False), cpu).channels_last
 
 
 @pytest.mark.slow
