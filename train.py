@@ -60,6 +60,26 @@ def read_stats(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+# A logged gradient penalty above this means the critic may be blowing up. On the quick demo recipe (fp32, 2026-12-03)
+# 13 of 16 parents and 29 of 32 children peaked at 2.8 or less; the three parents above 10 (16, 29, 253) gave
+# every failed or degraded child of that day (README, "One run is one draw").
+GP_WARN = 10.0
+
+
+def penalty_peak(rows: list[dict]) -> tuple[float, float] | None:
+    """(largest logged gradient penalty, kimg where it was logged) over stats.jsonl rows; None without rows."""
+    rows = [r for r in rows if isinstance(r.get("gp"), (int, float))]
+    if not rows:
+        return None
+    top = max(rows, key=lambda r: r["gp"])
+    return float(top["gp"]), float(top["kimg"])
+
+
+def penalty_warning(gp: float, kimg: float) -> str:
+    return (f"warning: gradient penalty {gp:.1f} at {kimg:.2f} kimg (above {GP_WARN:g}; clean quick runs stay below 3): "
+            "the critic may be blowing up; if samples/ shows one repeated blob, train again with another --seed")
+
+
 def plot_losses(stats_path: str, out_dir: str, class_name: str) -> list[str]:
     """Draw <CLASS>_critic_loss.png and <CLASS>_generator_loss.png: loss against iteration
     (batch number), raw and smoothed, with each resolution phase marked. Returns the paths."""
@@ -411,6 +431,7 @@ class TrainingRun:
         self.clock: Clock | None = None
         self.pending: list[dict] = []
         self.signalled = False
+        self.warned_gp = False
         self.bar = None
         self.parent = dict(resume.parent) if resume is not None else {}  # what the checkpoint records
 
@@ -596,6 +617,13 @@ class TrainingRun:
                            f"the last good checkpoint is {self.ckpt_path} ({self.last_ckpt_kimg:.2f} kimg): "
                            "resume it with a lower --lr" + (" or --amp off" if self.trainer.amp != "off" else ""))
         self.pending = []
+        if self.ranks.main and not self.warned_gp and vals.get("gp", 0.0) > GP_WARN:
+            self.warned_gp = True  # once per invocation; finish() repeats the run's peak
+            msg = penalty_warning(vals["gp"], self.images_seen / 1000)
+            if self.bar is not None:
+                self.bar.write(msg, file=sys.stderr)  # above the progress bar, not through it
+            else:
+                print(msg, file=sys.stderr)
         dt = time.perf_counter() - self.t_log
         row = {"iteration": self.iteration, "images_seen": self.images_seen, "kimg": round(self.images_seen / 1000, 4),
                "resolution": phase.resolution, "phase": phase.name, "alpha": round(phase.alpha, 5),
@@ -652,6 +680,9 @@ class TrainingRun:
             state.save(os.path.join(self.cfg.out, f"snapshot_{res}x{res}.pt"))
             _write_samples(self.trainer, self.grid_seeds, final, self.cfg, final=True)
         plot_losses(self.stats_path, self.cfg.out, self.cfg.class_name)
+        peak = penalty_peak(read_stats(self.stats_path))
+        if peak is not None and peak[0] > GP_WARN:
+            print(penalty_warning(*peak), file=sys.stderr)
         if self.signalled:
             print(f"{stop.name}: stopped after iteration {self.iteration}, {self.images_seen} images seen "
                   f"({final.resolution}px); checkpoint: {self.ckpt_path}", file=sys.stderr)

@@ -416,6 +416,44 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, 
     assert all(torch.isfinite(v).all() for v in state["generator"].values())
 
 
+def test_penalty_peak_finds_the_largest_logged_penalty():
+    rows = [{"kimg": 0.5, "gp": 0.2}, {"kimg": 1.0, "gp": 12.5}, {"kimg": 1.5, "gp": 3.0}, {"kimg": 2.0}]
+    assert train.penalty_peak(rows) == (12.5, 1.0)
+    assert train.penalty_peak([]) is None and train.penalty_peak([{"kimg": 1.0}]) is None
+    msg = train.penalty_warning(12.5, 1.0)
+    assert "12.5 at 1.00 kimg" in msg and "--seed" in msg
+
+
+@pytest.mark.slow
+def test_a_penalty_spike_is_warned_during_the_run_and_at_its_end(tmp_path, monkeypatch, capsys):
+    """A critic blowing up trains on without an error; the user is told once when the logged penalty passes
+    GP_WARN and again at the end, with the run's peak, so a collapsed run is not used unawares."""
+    real_step = train.Trainer.train_step
+    calls = {"n": 0}
+
+    def spiking(self, *a, **kw):
+        out = real_step(self, *a, **kw)
+        calls["n"] += 1
+        if calls["n"] in (20, 30):
+            out["gp"] = torch.tensor(40.0 if calls["n"] == 20 else 80.0)
+        return out
+    monkeypatch.setattr(train.Trainer, "train_step", spiking)
+    out = tmp_path / "spike"
+    assert train_main(["--class", "AD", "--out", out, *TINY_TRAIN, "--log-every", 1, "--stop-kimg", 0.6]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: gradient penalty")]
+    assert len(warnings) == 2, err  # the first crossing, then the run's peak at its end
+    rows = train.read_stats(str(out / "stats.jsonl"))
+    assert warnings[0].startswith(f"warning: gradient penalty 40.0 at {rows[19]['kimg']:.2f} kimg")
+    assert warnings[1].startswith(f"warning: gradient penalty 80.0 at {rows[29]['kimg']:.2f} kimg")
+
+
+@pytest.mark.slow
+def test_no_penalty_warning_on_a_clean_run(tiny_run):
+    peak = train.penalty_peak(train.read_stats(str(tiny_run / "stats.jsonl")))
+    assert peak is not None and peak[0] < train.GP_WARN
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume(tmp_path):
     """Kill the process at a random moment after its first checkpoint: the checkpoint is whole
