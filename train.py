@@ -765,6 +765,8 @@ def _schedule_flags(g) -> None:
                    help="let the lr fall to 0 along a half cosine over this last fraction of the final phase "
                         "(0 = off)")
     g.add_argument("--n-critic", type=int, default=None, help="critic steps per generator step (default 1)")
+    g.add_argument("--betas", type=_betas, default=None, metavar="B1,B2",
+                   help="Adam's beta1,beta2 of both networks (default 0,0.99, ProGAN's and StyleGAN's)")
     g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
     g.add_argument("--gp-every", type=int, default=None,
                    help="lazy regularisation: the gradient penalty on every k-th critic step, weighted by k")
@@ -829,6 +831,16 @@ def _speed_and_output_flags(g) -> None:
 # ModelConfig fields set by flags
 MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "noise_min_res", "skip_output", "mapping_lr_mul",
                "mbstd_group", "upsample")
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        b1, b2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two numbers like 0,0.99") from None
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: each beta must be in [0, 1)")
+    return b1, b2
 
 
 def _noise_res(text: str) -> int | str:

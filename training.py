@@ -478,6 +478,9 @@ class Trainer:
         self.G_ema.load_state_dict(state["generator_ema"])
         self.opt_g.load_state_dict(state["optim_g"])
         self.opt_d.load_state_dict(state["optim_d"])
+        for opt in (self.opt_g, self.opt_d):  # a loaded optimizer brings its own betas; the config decides
+            for group in opt.param_groups:
+                group["betas"] = tuple(self.cfg.betas)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 

@@ -240,6 +240,21 @@ def test_critic_lr_scale_flag_reaches_the_config_and_refuses_zero():
         tiny_cfg(critic_lr_scale=0.0)
 
 
+def test_betas_flag_reaches_the_optimizers_also_after_loading_a_state_with_other_betas(capsys):
+    parse = train.build_parser().parse_args
+    cfg = train.resolve_config(parse(["--class", "AD", "--preset", "tiny", "--betas", "0,0.9"]))[1]
+    assert cfg.betas == (0.0, 0.9)
+    assert train.resolve_config(parse(["--class", "AD", "--preset", "tiny"]))[1].betas == (0.0, 0.99)
+    for bad in ("0.9", "0,1", "a,b"):
+        with pytest.raises(SystemExit):
+            parse(["--class", "AD", "--betas", bad])
+        assert "--betas" in capsys.readouterr().err
+    old = train.Trainer(modules.preset("tiny"), tiny_cfg(), torch.device("cpu"))
+    new = train.Trainer(modules.preset("tiny"), tiny_cfg(betas=(0.0, 0.9)), torch.device("cpu"))
+    new.load_state(old.state())  # a resumed run's or a parent's optimizers, saved with (0, 0.99)
+    assert {g["betas"] for opt in (new.opt_g, new.opt_d) for g in opt.param_groups} == {(0.0, 0.9)}
+
+
 def test_freeze_critic_keeps_the_top_resolutions_of_the_critic_and_trains_the_rest():
     # FreezeD in a child: the 16-px from-image layer and block of the tiny critic keep their weights,
     # the 8-px and 4-px layers and the generator train; 0 freezes nothing.
