@@ -116,7 +116,8 @@ TRAIN_PRESETS: dict[str, dict] = {
     # (SWD 0.81-0.93x in all four class-seed pairs, precision, both biomarker means and mean fidelity better;
     # rounds 24-25), x4 lost SWD to x2 in all four (rounds 28-29), and x3 beat x2 in two seeds (SWD 0.91-0.98x
     # in all four, recall and 7 of 8 biomarker means better; precision and fidelity a little lower; rounds
-    # 34-35, docs/evaluation.md). Untested at the full preset's scale.
+    # 34-35, docs/evaluation.md). Untested at the full preset's scale. x2 is not the safer choice: one of its three
+    # parents blew up (penalty 5025) where x3 trained cleanly (rounds 61-63).
     "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=16, ema_kimg=0.25, lr=0.002, critic_lr_scale=3.0,
                   stable_kimg_by_res={4: 4, 8: 4, 16: 5}, fade_kimg_by_res={8: 4, 16: 5},
                   batch={4: 64, 8: 64, 16: 8, 32: 4, 64: 4},
