@@ -767,6 +767,8 @@ def _schedule_flags(g) -> None:
     g.add_argument("--n-critic", type=int, default=None, help="critic steps per generator step (default 1)")
     g.add_argument("--betas", type=_betas, default=None, metavar="B1,B2",
                    help="Adam's beta1,beta2 of both networks (default 0,0.99, ProGAN's and StyleGAN's)")
+    g.add_argument("--critic-beta2", type=float, default=None,
+                   help="the critic's Adam beta2 alone (default: --betas'); 0.9 calmed a critic about to blow up")
     g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
     g.add_argument("--gp-every", type=int, default=None,
                    help="lazy regularisation: the gradient penalty on every k-th critic step, weighted by k")

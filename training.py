@@ -47,6 +47,7 @@ class TrainConfig:
     stable_kimg_by_res: dict[int, float] = field(default_factory=dict)  # overrides of stable_kimg per resolution
     fade_kimg_by_res: dict[int, float] = field(default_factory=dict)    # overrides of fade_kimg per resolution
     betas: tuple[float, float] = (0.0, 0.99)
+    critic_beta2: float | None = None      # the critic's Adam beta2 if not betas[1] (rounds 64, 67-68)
     gp_lambda: float = 10.0                # gradient-penalty weight
     gp_every: int = 1                      # lazy regularisation: the penalty on every k-th critic step, x k
     drift: float = 0.001                   # weight of E[D(real)^2]
@@ -86,6 +87,8 @@ class TrainConfig:
             raise ValueError(f"--lr-rampdown (lr_rampdown) must be a fraction in [0, 1], got {self.lr_rampdown}")
         if self.mapping_lr_scale < 0:
             raise ValueError(f"--mapping-lr-scale (mapping_lr_scale) must be >= 0, got {self.mapping_lr_scale}")
+        if self.critic_beta2 is not None and not 0 <= self.critic_beta2 < 1:
+            raise ValueError(f"--critic-beta2 (critic_beta2) must be in [0, 1), got {self.critic_beta2}")
         if self.critic_lr_scale <= 0:
             raise ValueError(f"--critic-lr-scale (critic_lr_scale) must be > 0, got {self.critic_lr_scale}")
         if self.freeze_critic < 0:
@@ -329,7 +332,7 @@ class Trainer:
         # lr_mul (equalized LR), so one Adam per network is right: a param group at lr * lr_mul would apply it twice.
         # fused Adam: one kernel per step instead of a few per parameter (CPU and CUDA)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=self.critic_betas(), eps=1e-8, fused=True)
         self.mapping_params = list(self.G.mapping.parameters())  # their steps x cfg.mapping_lr_scale
         # FreezeD: the from-image layer and conv block of the critic's k highest resolutions never train (no
         # gradient, so Adam skips them and the critic step's backward stops below them)
@@ -479,9 +482,13 @@ class Trainer:
         self.G_ema.load_state_dict(state["generator_ema"])
         self.opt_g.load_state_dict(state["optim_g"])
         self.opt_d.load_state_dict(state["optim_d"])
-        for opt in (self.opt_g, self.opt_d):  # a loaded optimizer brings its own betas; the config decides
-            for group in opt.param_groups:
-                group["betas"] = tuple(self.cfg.betas)
+        for opt, betas in ((self.opt_g, tuple(self.cfg.betas)), (self.opt_d, self.critic_betas())):
+            for group in opt.param_groups:  # a loaded optimizer brings its own betas; the config decides
+                group["betas"] = betas
+
+    def critic_betas(self) -> tuple[float, float]:
+        b1, b2 = self.cfg.betas
+        return (b1, b2 if self.cfg.critic_beta2 is None else self.cfg.critic_beta2)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 

@@ -253,6 +253,14 @@ def test_betas_flag_reaches_the_optimizers_also_after_loading_a_state_with_other
     new = train.Trainer(modules.preset("tiny"), tiny_cfg(betas=(0.0, 0.9)), torch.device("cpu"))
     new.load_state(old.state())  # a resumed run's or a parent's optimizers, saved with (0, 0.99)
     assert {g["betas"] for opt in (new.opt_g, new.opt_d) for g in opt.param_groups} == {(0.0, 0.9)}
+    both = train.Trainer(modules.preset("tiny"), tiny_cfg(critic_beta2=0.9), torch.device("cpu"))
+    both.load_state(old.state())
+    assert [g["betas"] for g in both.opt_g.param_groups] == [(0.0, 0.99)]
+    assert [g["betas"] for g in both.opt_d.param_groups] == [(0.0, 0.9)]
+    assert train.resolve_config(parse(["--class", "AD", "--preset", "tiny", "--critic-beta2", "0.9"]))[1] \
+        .critic_beta2 == 0.9
+    with pytest.raises(ValueError, match="--critic-beta2"):
+        tiny_cfg(critic_beta2=1.0)
 
 
 def test_freeze_critic_keeps_the_top_resolutions_of_the_critic_and_trains_the_rest():
