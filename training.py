@@ -485,12 +485,12 @@ class Trainer:
         for opt, betas in ((self.opt_g, tuple(self.cfg.betas)), (self.opt_d, self.critic_betas())):
             for group in opt.param_groups:  # a loaded optimizer brings its own betas; the config decides
                 group["betas"] = betas
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def critic_betas(self) -> tuple[float, float]:
         b1, b2 = self.cfg.betas
         return (b1, b2 if self.cfg.critic_beta2 is None else self.cfg.critic_beta2)
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
 
 
 def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:

@@ -263,6 +263,17 @@ def test_betas_flag_reaches_the_optimizers_also_after_loading_a_state_with_other
         tiny_cfg(critic_beta2=1.0)
 
 
+
+def test_load_state_restores_the_fp16_loss_scale():
+    scaled = train.Trainer(modules.preset("tiny"), tiny_cfg(), torch.device("cpu"))
+    state = {**scaled.state(), "scaler": {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                                          "growth_interval": 2000, "_growth_tracker": 7}}
+    t = train.Trainer(modules.preset("tiny"), tiny_cfg(), torch.device("cpu"))
+    t.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    t.load_state(state)
+    assert t.scaler.get_scale() == 1024.0 and t.scaler._get_growth_tracker() == 7
+
+
 def test_freeze_critic_keeps_the_top_resolutions_of_the_critic_and_trains_the_rest():
     # FreezeD in a child: the 16-px from-image layer and block of the tiny critic keep their weights,
     # the 8-px and 4-px layers and the generator train; 0 freezes nothing.
