@@ -620,10 +620,15 @@ class TrainingRun:
         if self.ranks.main and not self.warned_gp and vals.get("gp", 0.0) > GP_WARN:
             self.warned_gp = True  # once per invocation; finish() repeats the run's peak
             msg = penalty_warning(vals["gp"], self.images_seen / 1000)
-            if self.bar is not None:
-                self.bar.write(msg, file=sys.stderr)  # above the progress bar, not through it
-            else:
-                print(msg, file=sys.stderr)
+            self._say(msg)
+        if self.cfg.spike_clip > 0 and self.cfg.critic_update_clip is None and vals.get("gp", 0.0) > GP_WARN:
+            # every rank sees the same reduced penalty, so all switch at the same iteration; the checkpoints'
+            # config carries the cap, so a resumed run and the children keep it
+            self.cfg = self.trainer.cfg = dataclasses.replace(self.cfg, critic_update_clip=self.cfg.spike_clip)
+            if self.ranks.main:
+                self._say(f"the critic's steps are capped at {self.cfg.spike_clip:g}x its lr from "
+                          f"{self.images_seen / 1000:.2f} kimg on (--spike-clip)")
+                write_run_config(self.model_cfg, self.cfg, self.trainer, self.ranks)
         dt = time.perf_counter() - self.t_log
         row = {"iteration": self.iteration, "images_seen": self.images_seen, "kimg": round(self.images_seen / 1000, 4),
                "resolution": phase.resolution, "phase": phase.name, "alpha": round(phase.alpha, 5),
@@ -639,6 +644,12 @@ class TrainingRun:
                                      f"{row['images_per_s']} img/s", refresh=False)
         if self.iteration % self.cfg.plot_every == 0:
             plot_losses(self.stats_path, self.cfg.out, self.cfg.class_name)
+
+    def _say(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)  # above the progress bar, not through it
+        else:
+            print(msg, file=sys.stderr)
 
     def _save(self, phase: Phase, after: Phase, stopping: bool) -> None:
         """The periodic checkpoint, and at a phase's end its sample grid (and a snapshot after a
@@ -769,6 +780,11 @@ def _schedule_flags(g) -> None:
                    help="Adam's beta1,beta2 of both networks (default 0,0.99, ProGAN's and StyleGAN's)")
     g.add_argument("--critic-beta2", type=float, default=None,
                    help="the critic's Adam beta2 alone (default: --betas'); 0.9 calmed a critic about to blow up")
+    g.add_argument("--critic-update-clip", type=float, default=None, metavar="C",
+                   help="cap each critic weight's step at C times the critic's lr (update clipping; default off)")
+    g.add_argument("--spike-clip", type=float, default=None, metavar="C",
+                   help=f"once the gradient penalty passes {GP_WARN:g}, cap the critic's steps at C times its lr for "
+                        "the rest of the run and in its children (quick: 3; 0 = off)")
     g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
     g.add_argument("--gp-every", type=int, default=None,
                    help="lazy regularisation: the gradient penalty on every k-th critic step, weighted by k")

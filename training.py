@@ -48,6 +48,8 @@ class TrainConfig:
     fade_kimg_by_res: dict[int, float] = field(default_factory=dict)    # overrides of fade_kimg per resolution
     betas: tuple[float, float] = (0.0, 0.99)
     critic_beta2: float | None = None      # the critic's Adam beta2 if not betas[1] (rounds 64, 67-68)
+    critic_update_clip: float | None = None  # cap each critic weight's step at this many x its lr (None = off)
+    spike_clip: float = 0.0                # after a logged penalty above train.GP_WARN: critic_update_clip = this (0 = off)
     gp_lambda: float = 10.0                # gradient-penalty weight
     gp_every: int = 1                      # lazy regularisation: the penalty on every k-th critic step, x k
     drift: float = 0.001                   # weight of E[D(real)^2]
@@ -89,6 +91,10 @@ class TrainConfig:
             raise ValueError(f"--mapping-lr-scale (mapping_lr_scale) must be >= 0, got {self.mapping_lr_scale}")
         if self.critic_beta2 is not None and not 0 <= self.critic_beta2 < 1:
             raise ValueError(f"--critic-beta2 (critic_beta2) must be in [0, 1), got {self.critic_beta2}")
+        if self.critic_update_clip is not None and not self.critic_update_clip > 0:
+            raise ValueError(f"--critic-update-clip (critic_update_clip) must be > 0, got {self.critic_update_clip}")
+        if self.spike_clip < 0:
+            raise ValueError(f"--spike-clip (spike_clip) must be >= 0 (0 = off), got {self.spike_clip}")
         if self.critic_lr_scale <= 0:
             raise ValueError(f"--critic-lr-scale (critic_lr_scale) must be > 0, got {self.critic_lr_scale}")
         if self.freeze_critic < 0:
@@ -376,10 +382,12 @@ class Trainer:
         return img
 
     def _optimizer_step(self, opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor, lr: float,
-                        scaled: tuple[list[torch.Tensor], float] | None = None) -> None:
+                        scaled: tuple[list[torch.Tensor], float] | None = None,
+                        clip: float | None = None) -> None:
         """One Adam step of `net`; `scaled` = (params, f) makes those parameters' step f times Adam's
         (a param group at lr * f, since Adam's step is linear in lr and its moments do not depend on it;
-        done after the step so the optimizer and its checkpoints keep one group)."""
+        done after the step so the optimizer and its checkpoints keep one group). `clip` = c caps every
+        weight's step at c * lr (update clipping; Adam's moments are kept as Adam left them)."""
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -389,10 +397,18 @@ class Trainer:
             all_reduce_mean([p.grad for p in net.parameters() if p.grad is not None], self.ranks)
         params = [p.detach() for p in scaled[0]] if scaled and scaled[1] != 1.0 else None
         before = torch._foreach_mul(params, 1.0) if params else None
+        stepped = [p.detach() for p in net.parameters() if p.grad is not None] if clip else None
+        start = torch._foreach_mul(stepped, 1.0) if stepped else None
         self.scaler.step(opt)
         self.scaler.update()
         if params:  # p <- before + f * (p - before)
             torch._foreach_lerp_(params, before, 1.0 - scaled[1])
+        if stepped:  # p <- start + clamp(p - start, -c lr, c lr)
+            delta = torch._foreach_sub(stepped, start)
+            torch._foreach_clamp_min_(delta, -clip * lr)
+            torch._foreach_clamp_max_(delta, clip * lr)
+            torch._foreach_add_(start, delta)
+            torch._foreach_copy_(stepped, start)
 
     def train_step(self, reals: list[torch.Tensor], step: int, alpha: float, lr: float,
                    iteration: int = 0) -> dict[str, torch.Tensor]:
@@ -423,7 +439,7 @@ class Trainer:
                     lambda x: self._critic_autocast(x, step, alpha), real, fake, eps,
                     grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
                 loss_d = loss_d + cfg.gp_lambda * cfg.gp_every * self.last_gp
-            self._optimizer_step(self.opt_d, self.D, loss_d, lr * cfg.critic_lr_scale)
+            self._optimizer_step(self.opt_d, self.D, loss_d, lr * cfg.critic_lr_scale, clip=cfg.critic_update_clip)
 
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)

@@ -264,6 +264,35 @@ def test_betas_flag_reaches_the_optimizers_also_after_loading_a_state_with_other
 
 
 
+def test_critic_update_clip_caps_the_critics_step_and_leaves_adams_moments_alone():
+    # Adam's first step moves every weight with a gradient by lr (the sign of its gradient): a clip of 0.5
+    # must halve those moves in the critic only, while Adam's second moments stay what Adam computed.
+    steps, moments = {}, {}
+    for clip in (None, 0.5):
+        torch.manual_seed(0)
+        t = train.Trainer(modules.preset("tiny"), tiny_cfg(style_mixing=0.0, critic_update_clip=clip),
+                          torch.device("cpu"))
+        d_before = [p.detach().clone() for p in t.D.parameters()]
+        g_before = [p.detach().clone() for p in t.G.parameters()]
+        torch.manual_seed(1)
+        t.train_step([torch.randn(4, 1, 4, 4)], 0, 1.0, lr=1e-3)
+        moved = torch.cat([(p - b).abs().flatten() for p, b in zip(t.D.parameters(), d_before)])
+        steps[clip] = moved[moved > 0]
+        moments[clip] = [t.opt_d.state[p]["exp_avg_sq"].clone() for p in t.D.parameters() if p in t.opt_d.state]
+        assert max((p - b).abs().max().item() for p, b in zip(t.G.parameters(), g_before)) == \
+            pytest.approx(1e-3, rel=0.01)
+    assert steps[None].max().item() == pytest.approx(1e-3, rel=0.01)
+    assert steps[0.5].max().item() == pytest.approx(0.5e-3, rel=0.01)
+    assert len(steps[0.5]) == len(steps[None])  # the same weights moved, each by at most 0.5 lr
+    assert all(torch.equal(a, b) for a, b in zip(moments[None], moments[0.5]))
+    parse = train.build_parser().parse_args
+    assert train.resolve_config(parse(["--class", "AD", "--preset", "tiny", "--critic-update-clip", "3"]))[1] \
+        .critic_update_clip == 3.0
+    assert train.resolve_config(parse(["--class", "AD", "--preset", "tiny"]))[1].critic_update_clip is None
+    with pytest.raises(ValueError, match="--critic-update-clip"):
+        tiny_cfg(critic_update_clip=0.0)
+
+
 def test_load_state_restores_the_fp16_loss_scale():
     scaled = train.Trainer(modules.preset("tiny"), tiny_cfg(), torch.device("cpu"))
     state = {**scaled.state(), "scaler": {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5,
@@ -473,19 +502,27 @@ def test_a_penalty_spike_is_warned_during_the_run_and_at_its_end(tmp_path, monke
         return out
     monkeypatch.setattr(train.Trainer, "train_step", spiking)
     out = tmp_path / "spike"
-    assert train_main(["--class", "AD", "--out", out, *TINY_TRAIN, "--log-every", 1, "--stop-kimg", 0.6]) == 0
+    assert train_main(["--class", "AD", "--out", out, *TINY_TRAIN, "--log-every", 1, "--stop-kimg", 0.6,
+                       "--spike-clip", 2]) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning: gradient penalty")]
     assert len(warnings) == 2, err  # the first crossing, then the run's peak at its end
     rows = train.read_stats(str(out / "stats.jsonl"))
     assert warnings[0].startswith(f"warning: gradient penalty 40.0 at {rows[19]['kimg']:.2f} kimg")
     assert warnings[1].startswith(f"warning: gradient penalty 80.0 at {rows[29]['kimg']:.2f} kimg")
+    # --spike-clip: from the first crossing on the critic's steps are capped, and the checkpoint (so a resumed
+    # run, and children) and config.json carry the cap
+    capped = [line for line in err.splitlines() if "--spike-clip" in line]
+    assert capped == [f"the critic's steps are capped at 2x its lr from {rows[19]['kimg']:.2f} kimg on (--spike-clip)"]
+    assert modules.Checkpoint.load(str(out / "checkpoint.pt")).train_config["critic_update_clip"] == 2.0
+    assert json.loads((out / "config.json").read_text())["train"]["critic_update_clip"] == 2.0
 
 
 @pytest.mark.slow
 def test_no_penalty_warning_on_a_clean_run(tiny_run):
     peak = train.penalty_peak(train.read_stats(str(tiny_run / "stats.jsonl")))
     assert peak is not None and peak[0] < train.GP_WARN
+    assert modules.Checkpoint.load(str(tiny_run / "checkpoint.pt")).train_config["critic_update_clip"] is None
 
 
 @pytest.mark.slow
@@ -595,7 +632,7 @@ def test_lazy_gradient_penalty_every_k_steps_weighted_by_k(monkeypatch):
     real_gp = train.gradient_penalty
     monkeypatch.setattr(training, "gradient_penalty", lambda *a, **k: calls.append(1) or real_gp(*a, **k))
     seen_loss = []
-    monkeypatch.setattr(t, "_optimizer_step", lambda opt, net, loss, lr, scaled=None: seen_loss.append(loss.detach()))
+    monkeypatch.setattr(t, "_optimizer_step", lambda opt, net, loss, lr, scaled=None, clip=None: seen_loss.append(loss.detach()))
     reals = [torch.randn(4, 1, 4, 4)]
     for it in range(6):
         t.train_step(reals, 0, 1.0, 1e-3, iteration=it)
