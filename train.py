@@ -621,13 +621,15 @@ class TrainingRun:
             self.warned_gp = True  # once per invocation; finish() repeats the run's peak
             msg = penalty_warning(vals["gp"], self.images_seen / 1000)
             self._say(msg)
-        if self.cfg.spike_clip > 0 and self.cfg.critic_update_clip is None and vals.get("gp", 0.0) > GP_WARN:
+        cfg = self.cfg
+        if cfg.spike_clip > 0 and cfg.critic_update_clip is None and vals.get("gp", 0.0) > cfg.spike_gp:
             # every rank sees the same reduced penalty, so all switch at the same iteration; the checkpoints'
             # config carries the cap, so a resumed run and the children keep it
-            self.cfg = self.trainer.cfg = dataclasses.replace(self.cfg, critic_update_clip=self.cfg.spike_clip)
+            self.cfg = self.trainer.cfg = dataclasses.replace(cfg, critic_update_clip=cfg.spike_clip)
             if self.ranks.main:
-                self._say(f"the critic's steps are capped at {self.cfg.spike_clip:g}x its lr from "
-                          f"{self.images_seen / 1000:.2f} kimg on (--spike-clip)")
+                self._say(f"gradient penalty {vals['gp']:.1f} (above --spike-gp {cfg.spike_gp:g}): the critic's "
+                          f"steps are capped at {cfg.spike_clip:g}x its lr from {self.images_seen / 1000:.2f} "
+                          "kimg on (--spike-clip)")
                 write_run_config(self.model_cfg, self.cfg, self.trainer, self.ranks)
         dt = time.perf_counter() - self.t_log
         row = {"iteration": self.iteration, "images_seen": self.images_seen, "kimg": round(self.images_seen / 1000, 4),
@@ -783,8 +785,10 @@ def _schedule_flags(g) -> None:
     g.add_argument("--critic-update-clip", type=float, default=None, metavar="C",
                    help="cap each critic weight's step at C times the critic's lr (update clipping; default off)")
     g.add_argument("--spike-clip", type=float, default=None, metavar="C",
-                   help=f"once the gradient penalty passes {GP_WARN:g}, cap the critic's steps at C times its lr for "
-                        "the rest of the run and in its children (quick: 3; 0 = off)")
+                   help="once a logged gradient penalty passes --spike-gp, cap the critic's steps at C times its lr "
+                        "for the rest of the run and in its children (quick: 3; 0 = off)")
+    g.add_argument("--spike-gp", type=float, default=None, metavar="P",
+                   help="the logged gradient penalty that turns --spike-clip on (default 5)")
     g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
     g.add_argument("--gp-every", type=int, default=None,
                    help="lazy regularisation: the gradient penalty on every k-th critic step, weighted by k")

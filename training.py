@@ -49,7 +49,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.0, 0.99)
     critic_beta2: float | None = None      # the critic's Adam beta2 if not betas[1] (rounds 64, 67-68)
     critic_update_clip: float | None = None  # cap each critic weight's step at this many x its lr (None = off)
-    spike_clip: float = 0.0                # after a logged penalty above train.GP_WARN: critic_update_clip = this (0 = off)
+    spike_clip: float = 0.0                # after a logged penalty above spike_gp: critic_update_clip = this (0 = off)
+    spike_gp: float = 5.0                  # the logged penalty that turns spike_clip on
     gp_lambda: float = 10.0                # gradient-penalty weight
     gp_every: int = 1                      # lazy regularisation: the penalty on every k-th critic step, x k
     drift: float = 0.001                   # weight of E[D(real)^2]
@@ -95,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"--critic-update-clip (critic_update_clip) must be > 0, got {self.critic_update_clip}")
         if self.spike_clip < 0:
             raise ValueError(f"--spike-clip (spike_clip) must be >= 0 (0 = off), got {self.spike_clip}")
+        if not self.spike_gp > 0:
+            raise ValueError(f"--spike-gp (spike_gp) must be > 0, got {self.spike_gp}")
         if self.critic_lr_scale <= 0:
             raise ValueError(f"--critic-lr-scale (critic_lr_scale) must be > 0, got {self.critic_lr_scale}")
         if self.freeze_critic < 0:
@@ -127,7 +130,14 @@ TRAIN_PRESETS: dict[str, dict] = {
     # in all four, recall and 7 of 8 biomarker means better; precision and fidelity a little lower; rounds
     # 34-35, docs/evaluation.md). Untested at the full preset's scale. x2 is not the safer choice: one of its three
     # parents blew up (penalty 5025) where x3 trained cleanly (rounds 61-63).
+    # Spike guard (--spike-clip 3, --spike-gp 5): once a logged penalty passes 5 the critic's steps are capped at 3x
+    # its lr for the rest of the run and in its children. Of 90 quick runs (30 parents, 60 children) of rounds 55-70
+    # only the 5 that spiked or degraded ever logged a penalty above 5 (clean peaks <= 3.96), so clean runs train
+    # exactly as without it; the README's collapsed seed-1 parent, replayed with it, switched at 12.3 kimg and ended
+    # clean (penalty <= 3) where it had blown up (253). A cap from the start cost SWD in both seeds tried (rounds 69-70),
+    # and switching only at 10 came too late (that replay still blew up): docs/evaluation.md, rounds 69-72.
     "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=16, ema_kimg=0.25, lr=0.002, critic_lr_scale=3.0,
+                  spike_clip=3.0,
                   stable_kimg_by_res={4: 4, 8: 4, 16: 5}, fade_kimg_by_res={8: 4, 16: 5},
                   batch={4: 64, 8: 64, 16: 8, 32: 4, 64: 4},
                   ckpt_every_kimg=5, log_every=1, plot_every=200),

@@ -291,6 +291,13 @@ def test_critic_update_clip_caps_the_critics_step_and_leaves_adams_moments_alone
     assert train.resolve_config(parse(["--class", "AD", "--preset", "tiny"]))[1].critic_update_clip is None
     with pytest.raises(ValueError, match="--critic-update-clip"):
         tiny_cfg(critic_update_clip=0.0)
+    for preset, clip in (("quick", 3.0), ("tiny", 0.0), ("full", 0.0)):  # the spike guard: quick only
+        assert train.resolve_config(parse(["--class", "all", "--preset", preset]))[1].spike_clip == clip
+    off = train.resolve_config(parse(["--class", "AD", "--preset", "quick", "--spike-clip", "0", "--spike-gp", "8"]))[1]
+    assert (off.spike_clip, off.spike_gp) == (0.0, 8.0)
+    for bad in (dict(spike_clip=-1.0), dict(spike_gp=0.0)):
+        with pytest.raises(ValueError, match="--spike-"):
+            tiny_cfg(**bad)
 
 
 def test_load_state_restores_the_fp16_loss_scale():
@@ -503,7 +510,7 @@ def test_a_penalty_spike_is_warned_during_the_run_and_at_its_end(tmp_path, monke
     monkeypatch.setattr(train.Trainer, "train_step", spiking)
     out = tmp_path / "spike"
     assert train_main(["--class", "AD", "--out", out, *TINY_TRAIN, "--log-every", 1, "--stop-kimg", 0.6,
-                       "--spike-clip", 2]) == 0
+                       "--spike-clip", 2, "--spike-gp", 30]) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning: gradient penalty")]
     assert len(warnings) == 2, err  # the first crossing, then the run's peak at its end
@@ -513,7 +520,8 @@ def test_a_penalty_spike_is_warned_during_the_run_and_at_its_end(tmp_path, monke
     # --spike-clip: from the first crossing on the critic's steps are capped, and the checkpoint (so a resumed
     # run, and children) and config.json carry the cap
     capped = [line for line in err.splitlines() if "--spike-clip" in line]
-    assert capped == [f"the critic's steps are capped at 2x its lr from {rows[19]['kimg']:.2f} kimg on (--spike-clip)"]
+    assert capped == ["gradient penalty 40.0 (above --spike-gp 30): the critic's steps are capped at 2x its lr "
+                      f"from {rows[19]['kimg']:.2f} kimg on (--spike-clip)"]
     assert modules.Checkpoint.load(str(out / "checkpoint.pt")).train_config["critic_update_clip"] == 2.0
     assert json.loads((out / "config.json").read_text())["train"]["critic_update_clip"] == 2.0
 
