@@ -263,7 +263,6 @@ def test_betas_flag_reaches_the_optimizers_also_after_loading_a_state_with_other
         tiny_cfg(critic_beta2=1.0)
 
 
-
 def test_critic_update_clip_caps_the_critics_step_and_leaves_adams_moments_alone():
     # Adam's first step moves every weight with a gradient by lr (the sign of its gradient): a clip of 0.5
     # must halve those moves in the critic only, while Adam's second moments stay what Adam computed.
@@ -640,7 +639,7 @@ def test_lazy_gradient_penalty_every_k_steps_weighted_by_k(monkeypatch):
     real_gp = train.gradient_penalty
     monkeypatch.setattr(training, "gradient_penalty", lambda *a, **k: calls.append(1) or real_gp(*a, **k))
     seen_loss = []
-    monkeypatch.setattr(t, "_optimizer_step", lambda opt, net, loss, lr, scaled=None, clip=None: seen_loss.append(loss.detach()))
+    monkeypatch.setattr(t, "_optimizer_step", lambda opt, net, loss, lr, **kw: seen_loss.append(loss.detach()))
     reals = [torch.randn(4, 1, 4, 4)]
     for it in range(6):
         t.train_step(reals, 0, 1.0, 1e-3, iteration=it)
