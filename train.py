@@ -76,7 +76,7 @@ def penalty_peak(rows: list[dict]) -> tuple[float, float] | None:
 
 
 def penalty_warning(gp: float, kimg: float) -> str:
-    return (f"warning: gradient penalty {gp:.1f} at {kimg:.2f} kimg (above {GP_WARN:g}; clean quick runs stay below 3): "
+    return (f"warning: gradient penalty {gp:.1f} at {kimg:.2f} kimg (above {GP_WARN:g}; most clean quick runs stay below 4): "
             "the critic may be blowing up; if samples/ shows one repeated blob, train again with another --seed")
 
 

@@ -132,8 +132,9 @@ TRAIN_PRESETS: dict[str, dict] = {
     # parents blew up (penalty 5025) where x3 trained cleanly (rounds 61-63).
     # Spike guard (--spike-clip 3, --spike-gp 5): once a logged penalty passes 5 the critic's steps are capped at 3x
     # its lr for the rest of the run and in its children. Of 90 quick runs (30 parents, 60 children) of rounds 55-71
-    # only the 5 that spiked or degraded ever logged a penalty above 5 (clean peaks <= 3.96), so clean runs train
-    # exactly as without it; the README's collapsed seed-1 parent, replayed with it, switched at 12.3 kimg and ended
+    # only the 5 that spiked or degraded ever logged a penalty above 5 (clean peaks <= 3.96), so a run that never
+    # passes 5 trains exactly as without it (a later seed-0 README run passed it once, 8.5, and ended clean); the
+    # README's collapsed seed-1 parent, replayed with it, switched at 12.3 kimg and ended
     # clean (penalty <= 3) where it had blown up (253). A cap from the start cost SWD in both seeds tried
     # (rounds 70-71), and switching only at 10 came too late (that replay still blew up): docs/evaluation.md,
     # rounds 69-73.
