@@ -70,8 +70,10 @@ class ModelConfig:
         missing = [r for r in self.resolutions if r not in self.channels]
         if missing:
             raise ValueError(f"channels has no width for resolution(s) {missing}")
-        if self.noise_min_res < 4:
-            raise ValueError(f"noise_min_res must be a resolution >= 4, got {self.noise_min_res}")
+        for name in ("noise_min_res", "noise_max_res"):
+            value = getattr(self, name)
+            if value is not None and (value < 4 or value & (value - 1)):
+                raise ValueError(f"{name} must be a resolution (a power of two >= 4), got {value}")
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
         if self.mbstd_group < 1:

@@ -868,9 +868,9 @@ def _betas(text: str) -> tuple[float, float]:
 def _noise_res(text: str) -> int | str:
     if text == "all":
         return text
-    value = int(text)
-    if value < 4:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a resolution >= 4 nor 'all'")
+    value = int(text) if text.isdigit() else 0
+    if value < 4 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a resolution (a power of two >= 4) nor 'all'")
     return value
 
 

@@ -84,7 +84,9 @@ class TrainConfig:
         self.stable_kimg_by_res = {int(k): float(v) for k, v in self.stable_kimg_by_res.items()}
         self.fade_kimg_by_res = {int(k): float(v) for k, v in self.fade_kimg_by_res.items()}
         self.probe_images_per_s = {int(k): float(v) for k, v in self.probe_images_per_s.items()}
-        self.betas = tuple(self.betas)
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"--betas (betas) must be two numbers in [0, 1) such as 0,0.99, got {self.betas}")
         self.fit_base = [float(k) for k in self.fit_base]
         if not 0.0 <= self.lr_rampdown <= 1.0:
             raise ValueError(f"--lr-rampdown (lr_rampdown) must be a fraction in [0, 1], got {self.lr_rampdown}")

@@ -477,8 +477,11 @@ def test_noise_min_res_removes_noise_inputs_below_it():
     torch.testing.assert_close(a, b)  # the 4x4 image is w's alone
     torch.manual_seed(2)
     assert not torch.allclose(a[:, :, :1, :1], g(z, step=1, noise_mode="random")[:, :, :1, :1])  # 8x8 noise counts
-    with pytest.raises(ValueError, match="noise_min_res"):
-        preset("tiny", noise_min_res=2)
+    for bad in (2, 12):  # below 4, or between two resolutions (12 would act as 16 without saying so)
+        with pytest.raises(ValueError, match="noise_min_res"):
+            preset("tiny", noise_min_res=bad)
+        with pytest.raises(ValueError, match="noise_max_res"):
+            preset("tiny", noise_max_res=bad)
     old = {k: v for k, v in preset("tiny").to_dict().items() if k != "noise_min_res"}
     assert ModelConfig.from_dict(old).noise_min_res == 4  # a config saved before the option: noise everywhere
 

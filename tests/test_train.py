@@ -261,6 +261,20 @@ def test_betas_flag_reaches_the_optimizers_also_after_loading_a_state_with_other
         .critic_beta2 == 0.9
     with pytest.raises(ValueError, match="--critic-beta2"):
         tiny_cfg(critic_beta2=1.0)
+    for bad in ((0.0, 1.0), (-0.1, 0.99), (0.0,)):  # a config built in Python or an edited config.json
+        with pytest.raises(ValueError, match="--betas"):
+            tiny_cfg(betas=bad)
+
+
+def test_noise_resolution_flags_refuse_what_is_not_a_resolution(capsys):
+    parse = train.build_parser().parse_args
+    for flag in ("--noise-max-res", "--noise-min-res"):
+        for bad in ("12", "x", "2"):
+            with pytest.raises(SystemExit):
+                parse(["--class", "AD", flag, bad])
+            assert flag in capsys.readouterr().err
+    assert parse(["--class", "AD", "--noise-max-res", "32"]).noise_max_res == 32
+    assert parse(["--class", "AD", "--noise-max-res", "all"]).noise_max_res == "all"
 
 
 def test_critic_update_clip_caps_the_critics_step_and_leaves_adams_moments_alone():
