@@ -37,7 +37,7 @@ import dataset
 import modules
 from core import write_json_atomic, write_text_atomic  # noqa: F401 (train.write_json_atomic is used by name)
 from modules import ModelConfig
-from training import (PARENT_PRESETS, TRAIN_PRESETS, Dist, Phase, RunError, TrainConfig, Trainer,  # noqa: F401 (train.<name>
+from training import (CHILD_PRESETS, PARENT_PRESETS, TRAIN_PRESETS, Dist, Phase, RunError, TrainConfig, Trainer,  # noqa: F401 (train.<name>
                       all_reduce_mean, boundary_images, critic_loss, drift_penalty,  # is used by tests, bench.py
                       generator_loss, gradient_penalty, iteration_seed, native_bf16,  # and users' scripts)
                       phases, real_batch, resolve_amp, schedule, setup_distributed, total_kimg)
@@ -792,7 +792,8 @@ def _schedule_flags(g) -> None:
     g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
     g.add_argument("--gp-every", type=int, default=None,
                    help="lazy regularisation: the gradient penalty on every k-th critic step, weighted by k")
-    g.add_argument("--style-mixing", type=float, default=None, help="style-mixing probability (default 0.9)")
+    g.add_argument("--style-mixing", type=float, default=None,
+                   help="style-mixing probability (default 0.9; 0 in a child of a quick parent)")
     g.add_argument("--mixing-active-only", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the style-mixing crossover among the current resolution's layers only")
     g.add_argument("--reset-adam", action=argparse.BooleanOptionalAction, default=None,
@@ -963,8 +964,8 @@ def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[
     """A child's configuration: the parent's schedule up to its final phase (so the child starts
     where that phase starts), its own class, run folder and final-phase budget (--final-kimg,
     default the preset's, or --minutes) and mapping-network step (the preset's, not a parent's
-    PARENT_PRESETS value); the parent's architecture, which flags may not change, and its demo set
-    (data seed), whatever the child's --seed."""
+    PARENT_PRESETS value), the preset's CHILD_PRESETS values (quick: no style mixing), the parent's
+    architecture, which flags may not change, and its demo set (data seed), whatever the child's --seed."""
     base = dict(parent.train_config)
     preset = base.get("preset", "full")
     if args.preset and args.preset != preset:
@@ -977,6 +978,7 @@ def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[
                 fit_base=[], out=args.out or os.path.join("runs", args.class_name),
                 final_kimg=TRAIN_PRESETS.get(preset, {}).get("final_kimg", TrainConfig.final_kimg),
                 mapping_lr_scale=TRAIN_PRESETS.get(preset, {}).get("mapping_lr_scale", TrainConfig.mapping_lr_scale))
+    base.update(CHILD_PRESETS.get(preset, {}))  # (flags still override these in resolve_config)
     model_cfg, cfg = resolve_config(args, base, parent.model_config)
     if model_cfg != ModelConfig.from_dict(parent.model_config):
         raise RunError(f"--init-from {args.init_from} has another architecture than these flags "

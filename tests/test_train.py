@@ -202,6 +202,12 @@ def test_a_quick_parent_trains_its_mapping_at_lr_x1_and_its_children_at_001():
     assert child_cfg.critic_lr_scale == parent.critic_lr_scale == 3.0  # the critic's TTUR rate carries over
     child = parse(["--class", "NC", "--init-from", "runs/all/checkpoint.pt", "--mapping-lr-scale", "0"])
     assert train.child_config(child, saved)[1].mapping_lr_scale == 0.0
+    # quick children train without style mixing (round 75); the parent and from-scratch runs keep 0.9, and the
+    # flag still decides
+    assert parent.style_mixing == 0.9 and child_cfg.style_mixing == 0.0
+    assert train.resolve_config(parse(["--class", "AD", "--preset", "quick"]))[1].style_mixing == 0.9
+    child = parse(["--class", "AD", "--init-from", "runs/all/checkpoint.pt", "--style-mixing", "0.5"])
+    assert train.child_config(child, saved)[1].style_mixing == 0.5
 
 
 def test_mapping_lr_scale_refuses_a_negative_value():
