@@ -869,10 +869,10 @@ def _betas(text: str) -> tuple[float, float]:
 def _noise_res(text: str) -> int | str:
     if text == "all":
         return text
-    value = int(text) if text.isdigit() else 0
-    if value < 4 or value & (value - 1):
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a resolution (a power of two >= 4) nor 'all'")
-    return value
+    try:
+        return _min_res(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a resolution (a power of two >= 4) nor 'all'") from None
 
 
 def _min_res(text: str) -> int:

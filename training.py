@@ -136,10 +136,9 @@ TRAIN_PRESETS: dict[str, dict] = {
     # its lr for the rest of the run and in its children. Of 90 quick runs (30 parents, 60 children) of rounds 55-71
     # only the 5 that spiked or degraded ever logged a penalty above 5 (clean peaks <= 3.96), so a run that never
     # passes 5 trains exactly as without it (a later seed-0 README run passed it once, 8.5, and ended clean); the
-    # README's collapsed seed-1 parent, replayed with it, switched at 12.3 kimg and ended
-    # clean (penalty <= 3) where it had blown up (253). A cap from the start cost SWD in both seeds tried
-    # (rounds 70-71), and switching only at 10 came too late (that replay still blew up): docs/evaluation.md,
-    # rounds 69-73.
+    # README's collapsed seed-1 parent, replayed with it, switched at 12.3 kimg and ended clean (penalty <= 3) where
+    # it had blown up (253). A cap from the start cost SWD in both seeds tried (rounds 70-71), and switching only at
+    # 10 came too late (that replay still blew up): docs/evaluation.md, rounds 69-73.
     "quick": dict(stable_kimg=10, fade_kimg=8, final_kimg=16, ema_kimg=0.25, lr=0.002, critic_lr_scale=3.0,
                   spike_clip=3.0,
                   stable_kimg_by_res={4: 4, 8: 4, 16: 5}, fade_kimg_by_res={8: 4, 16: 5},
