@@ -19,7 +19,8 @@ the same sample counts: the value a perfect generator would reach. Nothing is do
   closer than the 1st percentile of held-out real slices; the closest pairs go to memorization_pairs.png.
 - Biomarkers of atrophy, per image (dataset.csf_fraction, dataset.ventricle_fraction): mean and SD of the
   generated images, the real training and the held-out slices, and the Wasserstein-1 distance of their
-  distributions to the training one.
+  distributions to the training one; and their means at a stricter and a looser darkness cut (by_dark), which
+  tell ventricles drawn smaller than real from ventricles drawn at their size but lighter.
 - Inception FID only with --inception-weights (torch-fidelity's InceptionV3 file) and torch-fidelity installed.
 Generated image k has the latent z of seed --seed + k (predict.py's seeds) and random noise, as in training.
 The output folder (--out, default <checkpoint folder>/eval) gets metrics.json and the PNG.
@@ -42,6 +43,7 @@ import time
 import torch
 
 import core
+import dataset
 import evaldata
 import modules
 import report
@@ -182,12 +184,13 @@ def evaluate_one(c: Candidate, args: argparse.Namespace, out: str, split: Split,
     bank = with_mirrors(train_all)  # the audit's training set: every training slice and its mirror image
     columns, audit = evaluation_columns(fake, test, bank, pick, encoder, c.class_name, m, args.seed)
     values = biomarker_values(generated=fake, real_train=train_all, real_test=test_all)
+    dark = {"generated": dataset.dark_profile(fake), "real_train": dataset.dark_profile(train_all)}
     closest = audit.distance.argsort()[:MEMO_PAIRS_SHOWN]
     modules.save_image_grid(torch.cat([fake[closest], bank[audit.index[closest]]]).float() / 127.5 - 1, png_path,
                             nrow=len(closest))
     counts = dict(n_generated=n, n_compared=m, n_reference=m, n_real_train=len(train_all), n_real_test=len(test_all))
     fid = inception_fid(inception, ref, {"generated": fake[:m], "real_test": test}, device)
-    r = report.metrics_report(c, split, args.seed, counts, enc_info, columns, values, fid, png_path,
+    r = report.metrics_report(c, split, args.seed, counts, enc_info, columns, values, dark, fid, png_path,
                               c.noise_share(args.seed))
     r["elapsed_seconds"] = round(time.perf_counter() - start, 1)
     print_table(r)

@@ -319,6 +319,13 @@ def biomarker_comparison(generated, real_train, real_test) -> dict:
                           **{k: np.quantile(_values(v), BIOMARKER_QUANTILES).tolist() for k, v in sets.items()}}}
 
 
+def dark_comparison(generated, real_train, levels) -> dict:
+    """One biomarker's means at several `dark` cuts (dataset.dark_profile) of the generated images beside the
+    training slices', and each generated mean's error relative to the training one (None where that is 0)."""
+    return {"at": list(levels), "generated": list(generated), "real_train": list(real_train),
+            "relative_error": [relative_difference(g, r) for g, r in zip(generated, real_train)]}
+
+
 def cohens_d(a, b) -> float:
     """(mean(a) - mean(b)) / pooled SD, the pooled variance weighting each group's (n - 1); 0 where both are
     constant and equal, +-inf where only the means differ."""

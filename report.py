@@ -12,7 +12,7 @@ import sampling
 from evaldata import Candidate, Split
 from metrics import (KID_SUBSET_SIZE, KID_SUBSETS, KNN_K, MEMO_PERCENTILE, MIN_RES, MSSSIM_PAIRS, PIXEL_RES,
                      SWD_DIRS, SWD_PATCH, SWD_PATCHES, SWD_REPEATS, biomarker_comparison, class_difference,
-                     msssim_settings, paired_comparison, relative_difference)
+                     dark_comparison, msssim_settings, paired_comparison, relative_difference)
 
 MEMO_PAIRS_SHOWN = 12  # evaluated images shown over their nearest training slices in memorization_pairs.png
 ENCODER_FIELDS = ("path", "sha256", "test_accuracy", "class_accuracy", "blurred_sigma", "blurred_class_accuracy",
@@ -29,14 +29,17 @@ def settings(res: int, m: int) -> dict:
             "memorization": {"percentile": MEMO_PERCENTILE, "bank": "training slices and their mirrors",
                              "pixel_distance": f"RMS difference of intensities in [0, 1] at {side}x{side}"},
             "biomarkers": "dataset.csf_fraction and dataset.ventricle_fraction of every evaluated image and every "
-                          "real train and test slice; wasserstein: 1-D Wasserstein-1 distance to the real train values"}
+                          "real train and test slice; wasserstein: 1-D Wasserstein-1 distance to the real train "
+                          "values; by_dark: their means at the dark cuts of dataset.DARK_LEVELS (the biomarkers use "
+                          "0.45)"}
 
 
 def metrics_report(c: Candidate, split: Split, seed: int, counts: dict[str, int], enc_info: dict, columns: dict,
-                   values: dict, inception_fid: dict, png_path: str, noise_share: dict | None) -> dict:
+                   values: dict, dark: dict, inception_fid: dict, png_path: str, noise_share: dict | None) -> dict:
     """metrics.json of one candidate. counts: n_generated, n_compared, n_reference, n_real_train, n_real_test;
     columns: "generated" and "real_test" -> metrics.metrics_of numbers; values: dataset.biomarker_values of the
-    generated images and the real train and test slices; noise_share: Candidate.noise_share."""
+    generated images and the real train and test slices; dark: "generated" and "real_train" -> their
+    dataset.dark_profile; noise_share: Candidate.noise_share."""
     return {
         "checkpoint": os.path.abspath(c.checkpoint) if c.checkpoint else None, "images": c.images_path,
         "class": c.class_name, "images_seen": c.images_seen, "resolution": c.resolution, "seed": seed,
@@ -48,7 +51,9 @@ def metrics_report(c: Candidate, split: Split, seed: int, counts: dict[str, int]
         "columns": {"generated": "evaluated images vs training slices",
                     "real_test": "held-out real slices (other subjects) vs the same training slices"},
         "metrics": columns,
-        "biomarkers": {name: biomarker_comparison(v["generated"], v["real_train"], v["real_test"])
+        "biomarkers": {name: {**biomarker_comparison(v["generated"], v["real_train"], v["real_test"]),
+                              "by_dark": dark_comparison(dark["generated"][name], dark["real_train"][name],
+                                                         dataset.DARK_LEVELS)}
                        for name, v in values.items()},
         "inception_fid": inception_fid,
         "noise_share": noise_share,  # the generator's own, not its images': how much of its variety w steers
@@ -135,6 +140,10 @@ def print_table(r: dict) -> None:
         q, k = b["quantiles"], b["quantiles"]["at"].index(0.9)  # the upper tail, where the widest CSF goes missing
         print(f"{name + ', 90th percentile':<37} {q['generated'][k]:>10.4f} {q['real_test'][k]:>10.4f}  "
               f"near train {q['real_train'][k]:.4f}")
+        by = b["by_dark"]
+        errors = " / ".join("n/a" if e is None else f"{e:+.0%}" for e in by["relative_error"])
+        print(f"{name + ', vs train by cut':<37} {errors:>21}  at dark {' / '.join(f'{d:g}' for d in by['at'])}; "
+              f"alike = as dark as real; short at a strict cut, not at the loosest = lighter, not smaller")
     print(f"{'Inception FID':<37} {inception[0]:>10} {inception[1]:>10}  {inception[2]}")
     if r.get("noise_share"):
         share = r["noise_share"]

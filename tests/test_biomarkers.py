@@ -145,3 +145,27 @@ def test_reproduction_needs_the_same_sign_and_half_the_size():
     assert metrics.reproduction(-0.03, 0.047)["reproduced"] is False  # opposite sign
     assert metrics.reproduction(-0.03, -0.04)["reproduced"] is True
     assert metrics.reproduction(0.01, 0.0) == {"ratio": None, "reproduced": False}
+
+
+def test_dark_profile_tells_a_lighter_ventricle_from_a_smaller_one():
+    """A box at 0.5 of the tissue's brightness is CSF at the cut 0.6 only; a black box counts at every cut."""
+    res = 64  # disc's tissue is 200: the grey box (100) is darker than 0.6 x 200, not than 0.45 x 200
+    central = (26, 28, 12, 8)
+    grey, black = disc(res, [central], box_value=100), disc(res, [central], box_value=30)
+    assert dataset.DARK_LEVELS == (0.3, 0.45, 0.6)
+    p_grey, p_black = dataset.dark_profile(grey), dataset.dark_profile(black)
+    assert set(p_grey) == set(dataset.BIOMARKERS)
+    area = 96 / brain_pixels(black)
+    assert p_black["csf_fraction"] == pytest.approx([area] * 3, rel=1e-6)
+    assert p_grey["csf_fraction"] == pytest.approx([0, 0, area], rel=1e-6)
+    assert p_grey["ventricle_fraction"][:2] == [0, 0] and p_grey["ventricle_fraction"][2] > 0.15
+    # the mean over a batch: one grey and one black image
+    both = dataset.dark_profile(torch.cat([grey, black]))
+    assert both["csf_fraction"] == pytest.approx([area / 2, area / 2, area], rel=1e-6)
+
+
+def test_dark_comparison_errors_per_cut():
+    r = metrics.dark_comparison([0.08, 0.1, 0.2], [0.1, 0.1, 0.0], (0.3, 0.45, 0.6))
+    assert r["at"] == [0.3, 0.45, 0.6] and r["generated"] == [0.08, 0.1, 0.2]
+    assert r["relative_error"][0] == pytest.approx(-0.2) and r["relative_error"][1] == 0
+    assert r["relative_error"][2] is None  # a zero training mean: no relative error

@@ -224,13 +224,18 @@ def shared_encoder(tmp_path_factory):
 
 
 BIOMARKER_KEYS = {"generated", "real_train", "real_test", "wasserstein", "wasserstein_floor", "relative_error",
-                  "quantiles"}
+                  "quantiles", "by_dark"}
 
 
 def real_biomarkers(class_name: str, res: int = 16, demo_count: int = 48) -> dict:
     train = evaldata.load_split("demo", class_name, res, demo_count, 0).train.images
     return {"csf_fraction": dataset.csf_fraction(train).double(),
             "ventricle_fraction": dataset.ventricle_fraction(train).double()}
+
+
+def real_at(class_name: str, name: str, dark: float, res: int = 16, demo_count: int = 48) -> float:
+    train = evaldata.load_split("demo", class_name, res, demo_count, 0).train.images
+    return dataset.BIOMARKERS[name](train, dark).double().mean().item()
 
 
 @pytest.mark.slow
@@ -261,6 +266,13 @@ def test_two_checkpoints_compare_the_classes(tiny_run, nc_twin, shared_encoder, 
             # the median of the training slices, recomputed here (torch.quantile interpolates as numpy does)
             assert b["quantiles"]["real_train"][2] == pytest.approx(real[c][name].double().quantile(0.5).item())
             assert b["real_train"]["mean"] == pytest.approx(real[c][name].mean().item())
+            # at the biomarkers' own cut the profile repeats the means; the training slices' recomputed at 0.3
+            by = b["by_dark"]
+            assert by["at"] == list(dataset.DARK_LEVELS) and by["at"][1] == 0.45
+            assert by["generated"][1] == pytest.approx(b["generated"]["mean"])
+            assert by["real_train"][1] == pytest.approx(b["real_train"]["mean"])
+            assert by["real_train"][0] == pytest.approx(real_at(c, name, 0.3))
+            assert by["real_train"][0] <= by["real_train"][1] <= by["real_train"][2]  # a looser cut counts more
         # the real difference is that of the two classes' real training slices, computed here independently
         assert d["real"]["difference"] == pytest.approx((real["AD"][name].mean() - real["NC"][name].mean()).item())
         assert d["real"]["ci95"][0] < d["real"]["difference"] < d["real"]["ci95"][1]
