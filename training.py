@@ -160,10 +160,10 @@ PARENT_PRESETS: dict[str, dict] = {"quick": dict(mapping_lr_scale=100.0)}
 
 # A child (--init-from) of these presets differs from its parent in these fields (train.child_config), unless a flag
 # sets them. quick: no style mixing in children. A child's mapping network barely moves (lr x0.01), and w carries only
-# about a fifth of the variety; without mixing, children beat the preset's 0.9 side by side in three seeds on SWD in
-# all six class-seed pairs (0.89-0.99x) and on recall in all six, with 10 of 12 biomarker means nearer real; seed 0's
-# AD child lost on its biomarkers (CSF -18.5% against -10.9%) and on the class difference (docs/evaluation.md,
-# round 75, AVX2-only CPU). From scratch and in parents mixing stays at 0.9 (untested without it there).
+# about a fifth of the variety; without mixing, children beat 0.9 side by side in five seeds on SWD in nine of ten
+# class-seed pairs (0.81-1.02x) and on recall in all ten, with 13 of 20 biomarker means nearer real; mixing kept the
+# higher precision in six of ten (docs/evaluation.md, rounds 75 and 77, AVX2-only CPU). From scratch and in parents
+# mixing stays at 0.9 (untested without it there).
 CHILD_PRESETS: dict[str, dict] = {"quick": dict(style_mixing=0.0)}
 
 
