@@ -306,10 +306,11 @@ def load_slices(data: str | None, class_name: str, split: str = "train", resolut
 # ---------------------------------------------------------------- measuring atrophy
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connected neighbourhood
+CSF_DARK = 0.45  # the biomarkers' cut: CSF is darker than this x the brain's 98th percentile
 
 
-def _brain_and_csf(img: np.ndarray, dark: float) -> tuple[np.ndarray, np.ndarray]:
-    """One slice's brain mask and CSF mask.
+def _brain_and_csf(img: np.ndarray, darks) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One slice's brain mask and its CSF mask at each cut of `darks`.
 
     Brain: pixels brighter than 8% of the slice's 99.5th percentile, in 8-connected regions of at least 5% of the
     largest one (isolated specks, as a generator may draw in the background, are not brain), holes filled.
@@ -326,9 +327,33 @@ def _brain_and_csf(img: np.ndarray, dark: float) -> tuple[np.ndarray, np.ndarray
         fg = (sizes >= 0.05 * sizes.max())[labels]
     brain = ndimage.binary_fill_holes(fg)
     if not brain.any():
-        return brain, brain
-    csf = ndimage.binary_erosion(brain) & (img < dark * np.percentile(img[brain], 98))
-    return brain, csf
+        return brain, [brain] * len(darks)
+    inner, bright = ndimage.binary_erosion(brain), np.percentile(img[brain], 98)
+    return brain, [inner & (img < dark * bright) for dark in darks]
+
+
+def _ventricle_box(brain: np.ndarray) -> tuple[slice, slice]:
+    """The central box of a (non-empty) brain mask: the middle 30% of its width, 50% of its height."""
+    rows, cols = np.nonzero(brain)
+    (r0, r1), (c0, c1) = (rows.min(), rows.max()), (cols.min(), cols.max())
+    return (slice(int(r0 + 0.25 * (r1 - r0)), int(r0 + 0.75 * (r1 - r0)) + 1),
+            slice(int(c0 + 0.35 * (c1 - c0)), int(c0 + 0.65 * (c1 - c0)) + 1))
+
+
+def _fractions(images_uint8: torch.Tensor, darks) -> dict[str, torch.Tensor]:
+    """Both biomarkers of each slice at each cut of `darks`: name -> float32 (N, len(darks)). The brain mask,
+    its inner part and the ventricle box are found once per slice, whatever the number of cuts."""
+    slices = _slices(images_uint8)
+    out = {name: np.zeros((len(slices), len(darks))) for name in ("csf_fraction", "ventricle_fraction")}
+    for i, img in enumerate(slices):
+        brain, csfs = _brain_and_csf(img, darks)
+        if not brain.any():
+            continue  # no brain: 0
+        box = _ventricle_box(brain)
+        for j, csf in enumerate(csfs):
+            out["csf_fraction"][i, j] = csf.sum() / max(brain.sum(), 1)
+            out["ventricle_fraction"][i, j] = csf[box].sum() / max(brain[box].sum(), 1)
+    return {name: torch.from_numpy(v).float() for name, v in out.items()}
 
 
 def _slices(images_uint8: torch.Tensor) -> np.ndarray:
@@ -339,40 +364,25 @@ def _slices(images_uint8: torch.Tensor) -> np.ndarray:
     return images_uint8.reshape(len(images_uint8), *images_uint8.shape[-2:]).cpu().numpy()
 
 
-def csf_fraction(images_uint8: torch.Tensor, dark: float = 0.45) -> torch.Tensor:
+def csf_fraction(images_uint8: torch.Tensor, dark: float = CSF_DARK) -> torch.Tensor:
     """(N,) fraction of each slice's brain area that is CSF: dark pixels inside the filled brain mask, not on
     its outline (see `_brain_and_csf`); 0 for a slice without a brain.
 
     Meant for skull-stripped T1 slices (the demo set): ventricles and sulci widen with atrophy, so AD > NC.
     Values depend on the resolution (sulci narrower than a pixel merge into tissue): compare slices of one size.
     """
-    out = []
-    for img in _slices(images_uint8):
-        brain, csf = _brain_and_csf(img, dark)
-        out.append(csf.sum() / max(brain.sum(), 1))
-    return torch.tensor(out, dtype=torch.float32)
+    return _fractions(images_uint8, (dark,))["csf_fraction"][:, 0]
 
 
-def ventricle_fraction(images_uint8: torch.Tensor, dark: float = 0.45) -> torch.Tensor:
+def ventricle_fraction(images_uint8: torch.Tensor, dark: float = CSF_DARK) -> torch.Tensor:
     """(N,) `csf_fraction` within the central box of the brain (middle 30% of its width, 50% of its height):
     where the lateral ventricles of an axial slice lie; 0 for a slice without a brain."""
-    out = []
-    for img in _slices(images_uint8):
-        brain, csf = _brain_and_csf(img, dark)
-        rows, cols = np.nonzero(brain)
-        if rows.size == 0:
-            out.append(0.0)
-            continue
-        (r0, r1), (c0, c1) = (rows.min(), rows.max()), (cols.min(), cols.max())
-        box = (slice(int(r0 + 0.25 * (r1 - r0)), int(r0 + 0.75 * (r1 - r0)) + 1),
-               slice(int(c0 + 0.35 * (c1 - c0)), int(c0 + 0.65 * (c1 - c0)) + 1))
-        out.append(csf[box].sum() / max(brain[box].sum(), 1))
-    return torch.tensor(out, dtype=torch.float32)
+    return _fractions(images_uint8, (dark,))["ventricle_fraction"][:, 0]
 
 
 BIOMARKERS = {"csf_fraction": csf_fraction, "ventricle_fraction": ventricle_fraction}
 
-# The `dark` cuts of dark_profile: the biomarkers' own (0.45) between a stricter and a looser one.
+# The `dark` cuts of dark_profile: the biomarkers' own (CSF_DARK) between a stricter and a looser one.
 DARK_LEVELS = (0.3, 0.45, 0.6)
 
 
@@ -382,12 +392,13 @@ def dark_profile(images_uint8: torch.Tensor, levels=DARK_LEVELS) -> dict[str, li
     Tells a smaller dark area from a lighter one: a generator that draws the ventricles at their real size
     but lighter grey falls short at the strict cuts and matches at the loose one; one that draws them smaller
     falls short at every cut."""
-    return {name: [float(f(images_uint8, dark).double().mean()) for dark in levels] for name, f in BIOMARKERS.items()}
+    return {name: v.double().mean(0).tolist() for name, v in _fractions(images_uint8, tuple(levels)).items()}
 
 
 def biomarker_values(**image_sets: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
     """biomarker name -> image set name -> its per-image values (float64), for uint8 image sets."""
-    return {name: {k: f(x).double().numpy() for k, x in image_sets.items()} for name, f in BIOMARKERS.items()}
+    fractions = {k: _fractions(x, (CSF_DARK,)) for k, x in image_sets.items()}  # both biomarkers in one pass
+    return {name: {k: fractions[k][name][:, 0].double().numpy() for k in image_sets} for name in BIOMARKERS}
 
 
 # ---------------------------------------------------------------- command line
