@@ -60,6 +60,8 @@ class ModelConfig:
                                       # skip generator); False = only the newest one (ProGAN / StyleGAN1)
     upsample: str = "bilinear"        # the generator's 2x upsampling: 'bilinear' (smooth) or 'nearest'
                                       # (ProGAN's; the 3x3 conv after it decides how sharp edges stay)
+    to_image_kernel: int = 1          # the to-image convolutions' kernel: 1 (ProGAN / StyleGAN) or 3 (the last
+                                      # layer can then sharpen an edge across its neighbours)
 
     def __post_init__(self):
         # JSON turns int keys into strings; accept both.
@@ -76,6 +78,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a resolution (a power of two >= 4), got {value}")
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
+        if self.to_image_kernel not in (1, 3):
+            raise ValueError(f"to_image_kernel must be 1 or 3, got {self.to_image_kernel}")
         if self.mbstd_group < 1:
             raise ValueError(f"mbstd_group (minibatch-stddev group size) must be at least 1, got {self.mbstd_group}")
         extra = sorted(set(self.critic_channels) - set(self.resolutions))
@@ -384,7 +388,7 @@ class Generator(nn.Module):
                             upsample_mode=cfg.upsample),
                 StyledLayer(cout, cout, cfg.w_dim, res, seed=2 * s + 1, noise=noise),
             ]))
-            self.to_image.append(EqualConv2d(cout, cfg.image_channels, 1, gain=1.0))
+            self.to_image.append(EqualConv2d(cout, cfg.image_channels, cfg.to_image_kernel, gain=1.0))
 
     @property
     def resolution(self) -> int:

@@ -825,6 +825,9 @@ def _architecture_flags(g) -> None:
     g.add_argument("--upsample", choices=list(modules.UPSAMPLE_MODES), default=None,
                    help="the generator's 2x upsampling (default: the preset's, nearest in quick, bilinear in full and "
                         "tiny; nearest = ProGAN's, sharper edges)")
+    g.add_argument("--to-image-kernel", type=int, choices=[1, 3], default=None,
+                   help="kernel of the generator's to-image convolutions (default 1, as ProGAN and StyleGAN; 3 lets "
+                        "the last layer sharpen edges)")
     g.add_argument("--mapping-lr-mul", type=float, default=None,
                    help="learning-rate multiplier of the mapping network (StyleGAN: 0.01)")
     g.add_argument("--mbstd-group", type=int, default=None, metavar="N",
@@ -853,7 +856,7 @@ def _speed_and_output_flags(g) -> None:
 
 # ModelConfig fields set by flags
 MODEL_FLAGS = ("channels", "critic_channels", "noise_max_res", "noise_min_res", "skip_output", "mapping_lr_mul",
-               "mbstd_group", "upsample")
+               "mbstd_group", "upsample", "to_image_kernel")
 
 
 def _betas(text: str) -> tuple[float, float]:

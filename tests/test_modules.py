@@ -558,6 +558,31 @@ def test_sample_is_the_one_way_from_seeds_to_images(nets, cfg):
 
 
 
+def test_to_image_kernel_3_convolves_neighbours_and_old_configs_keep_1x1():
+    cfg = preset("tiny", to_image_kernel=3)
+    torch.manual_seed(0)
+    g = Generator(cfg).eval()
+    assert [tuple(t.weight.shape) for t in g.to_image] == [(1, c, 3, 3) for c in cfg.channels.values()]
+    # by hand: the last layer's features through the 3x3 kernel (equalized-LR gain 1 / sqrt(C * 9), zero padding)
+    features = {}
+    g.blocks[-1][1].register_forward_hook(lambda m, i, out: features.setdefault("x", out))
+    z = torch.randn(2, cfg.z_dim)
+    img = g(z, noise_mode="const")
+    x, t = features["x"], g.to_image[-1]
+    c = x.shape[1]
+    expected = torch.zeros_like(img) + t.bias.view(1, -1, 1, 1)
+    padded = F.pad(x, (1, 1, 1, 1))
+    for dy in range(3):
+        for dx in range(3):
+            w = t.weight[0, :, dy, dx].view(1, c, 1, 1) / math.sqrt(c * 9)
+            expected += (padded[:, :, dy:dy + x.shape[2], dx:dx + x.shape[3]] * w).sum(1, keepdim=True)
+    torch.testing.assert_close(img, expected.clamp(-1, 1), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="to_image_kernel must be 1 or 3"):
+        preset("tiny", to_image_kernel=5)
+    old = {k: v for k, v in preset("tiny").to_dict().items() if k != "to_image_kernel"}
+    assert ModelConfig.from_dict(old).to_image_kernel == 1  # configs saved before the option
+
+
 def test_nearest_upsampling_copies_pixels_and_is_used_by_the_whole_generator():
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     expected = torch.tensor([[[[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0],

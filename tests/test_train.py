@@ -781,14 +781,15 @@ def test_architecture_flags_are_saved_and_resume_keeps_them(tmp_path):
     assert train_main(["--class", "NC", "--out", out, *TINY_TRAIN, "--channels", "16:12", "--noise-max-res", "16",
                      "--noise-min-res", "8",
                      "--critic-channels", "16:10", "--skip-output", "--mbstd-group", "1", "--upsample", "nearest",
-                     "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2", "--no-fp32-epilogue",
+                     "--to-image-kernel", "3", "--stable-kimg", "4:0.032,8:0.016", "--gp-every", "2", "--no-fp32-epilogue",
                      "--stop-kimg", "0.064"]) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     mc = state["model_config"]
     assert mc["channels"][16] == 12 and mc["noise_max_res"] == 16 and mc["skip_output"] is True
     assert mc["noise_min_res"] == 8 and "blocks.0.0.noise.weight" not in state["generator"]
     assert "blocks.1.0.noise.weight" in state["generator"]
-    assert mc["mbstd_group"] == 1 and mc["upsample"] == "nearest"
+    assert mc["mbstd_group"] == 1 and mc["upsample"] == "nearest" and mc["to_image_kernel"] == 3
+    assert state["generator"]["to_image.2.weight"].shape == (1, 12, 3, 3)
     assert mc["critic_channels"] == {16: 10} and state["critic"]["from_image.2.weight"].shape[0] == 10
     assert state["train_config"]["stable_kimg_by_res"] == {4: 0.032, 8: 0.016}
     assert state["step"] == 1  # 0.064 kimg = 4x4 (0.032) and part of the 8x8 fade
