@@ -162,8 +162,8 @@ PARENT_PRESETS: dict[str, dict] = {"quick": dict(mapping_lr_scale=100.0)}
 # sets them. quick: no style mixing in children. A child's mapping network barely moves (lr x0.01), and w carries only
 # about a fifth of the variety; without mixing, children beat 0.9 side by side in five seeds on SWD in nine of ten
 # class-seed pairs (0.81-1.02x) and on recall in all ten, with 13 of 20 biomarker means nearer real; mixing kept the
-# higher precision in six of ten (docs/evaluation.md, rounds 75 and 77, AVX2-only CPU). From scratch and in parents
-# mixing stays at 0.9 (untested without it there).
+# higher precision in six of ten (docs/evaluation.md, rounds 75 and 77, AVX2-only CPU). In parents mixing stays at 0.9:
+# a parent without it lost in two seeds at equal images (round 79). From scratch it is untested.
 CHILD_PRESETS: dict[str, dict] = {"quick": dict(style_mixing=0.0)}
 
 
