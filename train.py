@@ -524,7 +524,10 @@ class TrainingRun:
     def _start_from_parent(self) -> None:
         """A child's first start: the parent's networks, EMA and optimizers; its own counters."""
         parent = self.parent_state
-        self.trainer.load_state(parent.to_dict())
+        state = parent.to_dict()
+        self.trainer.load_state(state)
+        if self.cfg.init_generator == "ema":
+            self.trainer.G.load_state_dict(state["generator_ema"])
         self.parent = {"path": os.path.abspath(self.cfg.init_from), "sha256": core.file_sha256(self.cfg.init_from),
                        "images_seen": parent.images_seen}
         if self.ranks.main:
@@ -807,6 +810,9 @@ def _schedule_flags(g) -> None:
     g.add_argument("--freeze-critic", type=int, default=None, metavar="K",
                    help="with --init-from: the critic's K highest resolutions keep the parent's weights (FreezeD; "
                         "default 0)")
+    g.add_argument("--init-generator", choices=("raw", "ema"), default=None,
+                   help="with --init-from: the generator that trains starts as the parent's trained one (raw, the "
+                        "default) or as its EMA; the child's EMA starts as the parent's EMA either way")
 
 
 def _architecture_flags(g) -> None:

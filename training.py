@@ -61,6 +61,7 @@ class TrainConfig:
     mapping_lr_scale: float = 1.0          # each Adam step of the mapping network x this (on top of its lr_mul)
     critic_lr_scale: float = 1.0           # the critic's Adam lr is lr x this (two time-scale update rule, TTUR)
     freeze_critic: int = 0                 # a child: its critic's k highest resolutions stay the parent's (FreezeD)
+    init_generator: str = "raw"            # a child's trained generator starts as the parent's 'raw' one or its 'ema'
     ema_kimg: float = 10.0                 # EMA half-life of the generator, in kimg
     ema_rampup: float = 0.05               # EMA half-life <= this fraction of images seen (0 = off)
     amp: str = "auto"                      # autocast: auto, off, bf16 or fp16 (auto = bf16 on a CUDA GPU with it)
@@ -108,6 +109,10 @@ class TrainConfig:
             raise ValueError("--freeze-critic keeps a parent's critic layers: use it with --init-from")
         if self.gp_every < 1:
             raise ValueError(f"--gp-every (gp_every) must be at least 1, got {self.gp_every}")
+        if self.init_generator not in ("raw", "ema"):
+            raise ValueError(f"--init-generator (init_generator) must be raw or ema, got {self.init_generator!r}")
+        if self.init_generator == "ema" and not self.init_from:
+            raise ValueError("--init-generator ema starts a child from its parent's EMA: use it with --init-from")
 
 
 TRAIN_PRESETS: dict[str, dict] = {

@@ -54,6 +54,24 @@ def test_init_from_loads_exactly_the_parents_state(parent, tmp_path):
     assert train.schedule(c.images_seen, p.step, cfg).name == "stable"
 
 
+def test_init_generator_ema_starts_the_trained_generator_from_the_parents_ema(parent, tmp_path):
+    out = tmp_path / "AD"
+    assert train_main(["--class", "AD", "--init-from", parent, "--out", out, "--device", "cpu", "--stop-kimg", 0,
+                       "--init-generator", "ema"]) == 0
+    p, c = modules.Checkpoint.load(str(parent)), modules.Checkpoint.load(str(out / "checkpoint.pt"))
+    assert any(not torch.equal(p.generator[k], p.generator_ema[k]) for k in p.generator)  # they differ to start with
+    for k, v in p.generator_ema.items():
+        torch.testing.assert_close(c.generator[k], v, rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(c.generator_ema[k], v, rtol=0, atol=0, msg=k)
+    for k, v in p.critic.items():
+        torch.testing.assert_close(c.critic[k], v, rtol=0, atol=0, msg=k)
+    assert json.load(open(out / "config.json"))["train"]["init_generator"] == "ema"
+    with pytest.raises(ValueError, match="--init-generator ema.*--init-from"):
+        train.TrainConfig(init_generator="ema")
+    with pytest.raises(ValueError, match="--init-generator"):
+        train.TrainConfig(init_generator="best", init_from="p.pt")
+
+
 def test_a_child_fine_tunes_on_its_parents_demo_set_whatever_its_seed(parent, tmp_path):
     parent_train = json.load(open(parent.parent / "config.json"))["train"]
     parent_data = parent_train["seed"] if parent_train["data_seed"] is None else parent_train["data_seed"]
