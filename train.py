@@ -792,7 +792,7 @@ def _schedule_flags(g) -> None:
                         "for the rest of the run and in its children (quick: 3; 0 = off)")
     g.add_argument("--spike-gp", type=float, default=None, metavar="P",
                    help="the logged gradient penalty that turns --spike-clip on (default 5)")
-    g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10)")
+    g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10; 5 in a quick child)")
     g.add_argument("--gp-every", type=int, default=None,
                    help="lazy regularisation: the gradient penalty on every k-th critic step, weighted by k")
     g.add_argument("--style-mixing", type=float, default=None,
@@ -973,8 +973,9 @@ def child_config(args: argparse.Namespace, parent: modules.Checkpoint) -> tuple[
     """A child's configuration: the parent's schedule up to its final phase (so the child starts
     where that phase starts), its own class, run folder and final-phase budget (--final-kimg,
     default the preset's, or --minutes) and mapping-network step (the preset's, not a parent's
-    PARENT_PRESETS value), the preset's CHILD_PRESETS values (quick: no style mixing), the parent's
-    architecture, which flags may not change, and its demo set (data seed), whatever the child's --seed."""
+    PARENT_PRESETS value), the preset's CHILD_PRESETS values (quick: no style mixing, gradient-penalty
+    weight 5), the parent's architecture, which flags may not change, and its demo set (data seed),
+    whatever the child's --seed."""
     base = dict(parent.train_config)
     preset = base.get("preset", "full")
     if args.preset and args.preset != preset:

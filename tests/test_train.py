@@ -208,6 +208,11 @@ def test_a_quick_parent_trains_its_mapping_at_lr_x1_and_its_children_at_001():
     assert train.resolve_config(parse(["--class", "AD", "--preset", "quick"]))[1].style_mixing == 0.9
     child = parse(["--class", "AD", "--init-from", "runs/all/checkpoint.pt", "--style-mixing", "0.5"])
     assert train.child_config(child, saved)[1].style_mixing == 0.5
+    # and with a gradient-penalty weight of 5 (round 83); the parent and from-scratch runs keep 10, the flag decides
+    assert parent.gp_lambda == 10.0 and child_cfg.gp_lambda == 5.0
+    assert train.resolve_config(parse(["--class", "NC", "--preset", "quick"]))[1].gp_lambda == 10.0
+    child = parse(["--class", "NC", "--init-from", "runs/all/checkpoint.pt", "--gp-lambda", "10"])
+    assert train.child_config(child, saved)[1].gp_lambda == 10.0
 
 
 def test_mapping_lr_scale_refuses_a_negative_value():
