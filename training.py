@@ -171,7 +171,8 @@ PARENT_PRESETS: dict[str, dict] = {"quick": dict(mapping_lr_scale=100.0)}
 # a parent without it lost in two seeds at equal images (round 79). From scratch it is untested. And a gradient-penalty
 # weight of 5 instead of 10: on the same parents at equal images in two seeds it moved 7 of 8 biomarker means nearer
 # real (all 8 biomarker W1 smaller), raised recall in all four class-seed pairs and the class difference in both
-# seeds, with SWD 0.98x summed and precision lower in three of four (round 83). Parents and from-scratch runs keep 10.
+# seeds, with SWD 0.98x summed and precision lower in three of four (round 83); on two more parents the gain was
+# smaller (biomarker means 5 of 8 nearer, SWD 1.00x; round 84). Parents and from-scratch runs keep 10.
 CHILD_PRESETS: dict[str, dict] = {"quick": dict(style_mixing=0.0, gp_lambda=5.0)}
 
 
