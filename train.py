@@ -37,7 +37,7 @@ import dataset
 import modules
 from core import write_json_atomic, write_text_atomic  # noqa: F401 (train.write_json_atomic is used by name)
 from modules import ModelConfig
-from training import (CHILD_PRESETS, PARENT_PRESETS, TRAIN_PRESETS, Dist, Phase, RunError, TrainConfig, Trainer,  # noqa: F401 (train.<name>
+from training import (CHILD_PRESETS, INIT_GENERATORS, PARENT_PRESETS, TRAIN_PRESETS, Dist, Phase, RunError, TrainConfig, Trainer,  # noqa: F401 (train.<name>
                       all_reduce_mean, boundary_images, critic_loss, drift_penalty,  # is used by tests, bench.py
                       generator_loss, gradient_penalty, iteration_seed, native_bf16,  # and users' scripts)
                       phases, real_batch, resolve_amp, schedule, setup_distributed, total_kimg)
@@ -525,9 +525,9 @@ class TrainingRun:
         """A child's first start: the parent's networks, EMA and optimizers; its own counters."""
         parent = self.parent_state
         state = parent.to_dict()
+        if self.cfg.init_generator == "ema":  # the trained generator starts from the parent's EMA weights
+            state["generator"] = state["generator_ema"]
         self.trainer.load_state(state)
-        if self.cfg.init_generator == "ema":
-            self.trainer.G.load_state_dict(state["generator_ema"])
         self.parent = {"path": os.path.abspath(self.cfg.init_from), "sha256": core.file_sha256(self.cfg.init_from),
                        "images_seen": parent.images_seen}
         if self.ranks.main:
@@ -792,7 +792,8 @@ def _schedule_flags(g) -> None:
                         "for the rest of the run and in its children (quick: 3; 0 = off)")
     g.add_argument("--spike-gp", type=float, default=None, metavar="P",
                    help="the logged gradient penalty that turns --spike-clip on (default 5)")
-    g.add_argument("--gp-lambda", type=float, default=None, help="gradient-penalty weight (default 10; 5 in a quick child)")
+    g.add_argument("--gp-lambda", type=float, default=None,
+                   help="gradient-penalty weight (default 10; 5 in a quick child)")
     g.add_argument("--gp-every", type=int, default=None,
                    help="lazy regularisation: the gradient penalty on every k-th critic step, weighted by k")
     g.add_argument("--style-mixing", type=float, default=None,
@@ -810,7 +811,7 @@ def _schedule_flags(g) -> None:
     g.add_argument("--freeze-critic", type=int, default=None, metavar="K",
                    help="with --init-from: the critic's K highest resolutions keep the parent's weights (FreezeD; "
                         "default 0)")
-    g.add_argument("--init-generator", choices=("raw", "ema"), default=None,
+    g.add_argument("--init-generator", choices=INIT_GENERATORS, default=None,
                    help="with --init-from: the generator that trains starts as the parent's trained one (raw, the "
                         "default) or as its EMA; the child's EMA starts as the parent's EMA either way")
 

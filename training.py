@@ -26,6 +26,9 @@ class RunError(core.UserError):
     """A problem with the run's inputs or state; str() is one line for the user."""
 
 
+INIT_GENERATORS = ("raw", "ema")  # where a child's trained generator starts: the parent's raw one or its EMA
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs besides the architecture; saved as config.json and in checkpoints."""
@@ -109,7 +112,7 @@ class TrainConfig:
             raise ValueError("--freeze-critic keeps a parent's critic layers: use it with --init-from")
         if self.gp_every < 1:
             raise ValueError(f"--gp-every (gp_every) must be at least 1, got {self.gp_every}")
-        if self.init_generator not in ("raw", "ema"):
+        if self.init_generator not in INIT_GENERATORS:
             raise ValueError(f"--init-generator (init_generator) must be raw or ema, got {self.init_generator!r}")
         if self.init_generator == "ema" and not self.init_from:
             raise ValueError("--init-generator ema starts a child from its parent's EMA: use it with --init-from")
