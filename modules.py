@@ -257,6 +257,16 @@ def downsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2)
 
 
+def fade(low: torch.Tensor, high: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The fade-in blend low + alpha * (high - low), in the wider of the two dtypes.
+
+    Under CUDA autocast the two paths can arrive in different dtypes: on an H200 (torch 2.11) the
+    2x upsampling ran in fp32 while the convolution before it ran in bf16/fp16, and torch.lerp
+    refuses mixed dtypes, so every --amp bf16/fp16 run on a GPU stopped at its first fade-in."""
+    dtype = torch.promote_types(low.dtype, high.dtype)
+    return torch.lerp(low.to(dtype), high.to(dtype), alpha)
+
+
 class MappingNetwork(nn.Module):
     """z -> w: PixelNorm, then `layers` equalized linear layers with LeakyReLU 0.2."""
 
@@ -433,7 +443,7 @@ class Generator(nn.Module):
         img = self.to_image[step](x)
         if prev is not None:  # fade-in: blend with the upsampled previous-resolution image
             skip = upsample2x(self.to_image[step - 1](prev), self.cfg.upsample)
-            img = torch.lerp(skip, img, alpha)
+            img = fade(skip, img, alpha)
         return img
 
     def forward(self, z: torch.Tensor, step: int | None = None, alpha: float | None = None, *,
@@ -535,7 +545,7 @@ class Critic(nn.Module):
         for s in range(step, 0, -1):
             x = self._block(s, x, input_grad_only)
             if s == step and alpha < 1.0:  # fade-in: blend with the downsampled image's path
-                x = torch.lerp(self._from_image(s - 1, downsample2x(img), input_grad_only), x, alpha)
+                x = fade(self._from_image(s - 1, downsample2x(img), input_grad_only), x, alpha)
         if self.fp32_epilogue and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
                 return self._epilogue(x.float(), input_grad_only)

@@ -609,3 +609,31 @@ def test_nearest_upsampling_copies_pixels_and_is_used_by_the_whole_generator():
     # the quick preset draws with nearest now; a quick checkpoint saved before that keeps its bilinear
     quick_old = {k: v for k, v in preset("quick").to_dict().items() if k != "upsample"}
     assert preset("quick").upsample == "nearest" and ModelConfig.from_dict(quick_old).upsample == "bilinear"
+
+
+@pytest.mark.parametrize("net", ["generator", "critic"])
+def test_fade_in_blends_paths_of_different_dtypes(cfg, net, monkeypatch):
+    """Under CUDA autocast the 2x resampling ran in fp32 while the convolutions ran in bf16 (seen on an
+    H200), and torch.lerp refused the mix: every bf16/fp16 GPU run stopped at its first fade-in. Here the
+    CPU's bf16 autocast gets the same mix by making the resampling return fp32; the blend must take it
+    and give what the all-fp32 network gives, within bf16's error."""
+    torch.manual_seed(0)
+    g, d = Generator(cfg), Critic(cfg, fp32_epilogue=False)
+    z, img = torch.randn(4, cfg.z_dim), torch.randn(4, 1, cfg.resolution, cfg.resolution)
+    run = (lambda: g(z, cfg.max_step, 0.5, noise_mode="none")) if net == "generator" else \
+        (lambda: d(img, cfg.max_step, 0.5))
+    with torch.no_grad():
+        exact = run()
+    name = "upsample2x" if net == "generator" else "downsample2x"
+    plain = getattr(modules, name)
+    monkeypatch.setattr(modules, name, lambda x, *a: plain(x, *a).float())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = run()
+    assert torch.isfinite(mixed).all() and mixed.shape == exact.shape
+    torch.testing.assert_close(mixed.float(), exact, rtol=0.1, atol=0.1)
+
+
+def test_fade_promotes_to_the_wider_dtype():
+    low, high = torch.zeros(3, dtype=torch.float32), torch.full((3,), 2.0, dtype=torch.bfloat16)
+    out = modules.fade(low, high, 0.25)
+    assert out.dtype == torch.float32 and torch.equal(out, torch.full((3,), 0.5))
