@@ -135,7 +135,7 @@ def bench_resolution(preset: str, res: int, batch: int, precision: str, channels
 
     def data():
         idx = torch.randint(len(images), (batch,), generator=gen)
-        return training.real_batch(images, idx, gen, alpha, channels_last)
+        return training.real_batch(images, idx, gen, alpha, channels_last, upsample=trainer.model_cfg.upsample)
 
     reals = data()
     seen = [10 ** 6]

@@ -289,7 +289,7 @@ def probe_speed(model_cfg: ModelConfig, cfg: TrainConfig, slices: dataset.SliceS
         while n < warmup + 2 * cfg.gp_every or elapsed < PROBE_SECONDS:
             t = time.perf_counter()
             reals = [real_batch(images, torch.randint(len(images), (batch,), generator=gen), gen, alpha,
-                                probe.channels_last) for _ in range(cfg.n_critic)]
+                                probe.channels_last, upsample=model_cfg.upsample) for _ in range(cfg.n_critic)]
             losses = probe.iterate(reals, s, alpha, cfg.lr, 10 ** 6, cfg.batch[res], n)
             float(losses["loss_d"])  # waits for the device
             if n >= warmup:
@@ -563,7 +563,8 @@ class TrainingRun:
         for _ in range(cfg.n_critic):
             idx = torch.randint(len(self.slices), (phase.batch,), generator=data_gen)
             idx = idx[ranks.rank * local:(ranks.rank + 1) * local]
-            reals.append(real_batch(self.reals_dev, idx, flip_gen, phase.alpha, self.trainer.channels_last))
+            reals.append(real_batch(self.reals_dev, idx, flip_gen, phase.alpha, self.trainer.channels_last,
+                                    upsample=self.trainer.model_cfg.upsample))
         return reals
 
     def train_one(self, stop: StopRequest | None) -> bool:

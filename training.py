@@ -548,14 +548,16 @@ def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:
 
 
 def real_batch(images: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, alpha: float,
-               channels_last: bool = False) -> torch.Tensor:
+               channels_last: bool = False, *, upsample: str) -> torch.Tensor:
     """The critic's real batch: uint8 images[idx] -> flipped, [-1, 1] floats on images' device.
 
     While a resolution fades in, reals are blended with their down-and-up-sampled selves by
     alpha, the same way the generator's output is (ProGAN), so the critic cannot tell fakes
-    by their missing detail alone.
+    by their missing detail alone. `upsample` is the generator's mode (ModelConfig.upsample):
+    with nearest-neighbour fakes and bilinear reals, the fading fakes were blocky where the
+    reals were smooth, a difference the critic could score instead of anatomy.
     """
     x = dataset.prepare_batch(images[idx.to(images.device)], generator=generator)
     if alpha < 1.0:
-        x = torch.lerp(modules.upsample2x(modules.downsample2x(x)), x, alpha)
+        x = modules.fade(modules.upsample2x(modules.downsample2x(x), upsample), x, alpha)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
