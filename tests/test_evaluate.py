@@ -133,8 +133,9 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_cli_end_to_end_on_a_tiny_checkpoint(tiny_run, tmp_path, capsys):
+    # on the CPU, where this test recomputes the noise share: on a GPU the noise is drawn from its own generator
     args = ["--ckpt", str(tiny_run), "--n", "64", "--out", str(tmp_path / "eval"),
-            "--encoder", str(tmp_path / "encoder.pt"), "--encoder-steps", "50"]
+            "--encoder", str(tmp_path / "encoder.pt"), "--encoder-steps", "50", "--device", "cpu"]
     evaluate.main(args)
     printed = capsys.readouterr().out
     assert "training the AD-vs-NC encoder (no encoder yet" in printed
@@ -289,7 +290,7 @@ def test_two_checkpoints_compare_the_classes(tiny_run, nc_twin, shared_encoder, 
 def test_children_of_one_parent_are_compared_as_partners(siblings, shared_encoder, tmp_path, capsys):
     out = tmp_path / "eval"
     evaluate.main(["--ckpt", siblings["AD"], siblings["NC"], "--n", "32", "--seed", "3", "--out", str(out),
-                   "--encoder", shared_encoder, "--encoder-steps", "30"])
+                   "--encoder", shared_encoder, "--encoder-steps", "30", "--device", "cpu"])  # as the partners below
     printed = capsys.readouterr().out
     diff = json.loads((out / "class_difference.json").read_text())
     assert set(diff) == {"csf_fraction", "ventricle_fraction", "class_fidelity", "pairs"}
