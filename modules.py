@@ -130,6 +130,7 @@ PRESETS: dict[str, ModelConfig] = {
     # bilinear in the paired demo recipe at equal wall time it lowered SWD in all six class-seed pairs of three
     # seeds (0.80-0.93x, at the 64-px level), kept the class difference at least as large, and moved 8 of 12
     # biomarker means toward real; precision fell by 0.002-0.037 in all six (docs/evaluation.md, rounds 55-57).
+    # Those rounds still blended fading reals bilinearly; since 587ec64 reals fade with this mode too (round 85).
     "quick": ModelConfig(resolution=64, z_dim=128, w_dim=128, mapping_layers=4,
                          channels={4: 64, 8: 64, 16: 32, 32: 16, 64: 8}, upsample="nearest"),
     # 16x16 with a handful of channels, for tests and smoke checks.
